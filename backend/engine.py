@@ -1,0 +1,96 @@
+"""The service's only door into `bonsai`: config validation, memory estimates and data sets.
+
+The engine is imported lazily, so the API starts (and reports the problem) without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException, status
+
+from backend.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Fields whose value the service sets itself rather than passing on from a request.
+SERVICE_FIELDS = ("reference",)
+
+
+class InvalidConfig(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _bonsai() -> Any:
+    try:
+        import bonsai
+    except ImportError as error:
+        logger.error("The bonsai engine cannot be imported: %s", error)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"the bonsai engine is not installed: {error}"
+        ) from error
+    return bonsai
+
+
+def validate_config(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Validate a request's config with the engine and the server's limits.
+
+    Returns the engine's `to_dict()` of it, with `data_dir` resolved; raises InvalidConfig.
+    """
+    bonsai = _bonsai()
+    fields = dict(body)
+    for name in SERVICE_FIELDS:
+        fields.pop(name, None)
+    if fields.get("data_dir") is not None:
+        fields["data_dir"] = str(_allowed_data_dir(fields["data_dir"], settings))
+    try:
+        config = bonsai.SearchConfig.from_dict(fields)
+    except bonsai.ConfigError as error:
+        raise InvalidConfig(str(error.field), str(error.message)) from error
+    result: dict[str, Any] = config.to_dict()
+    limits = {
+        "epochs": settings.max_epochs,
+        "channels": settings.max_channels,
+        "nodes": settings.max_nodes,
+        "batch_size": settings.max_batch_size,
+    }
+    for name, limit in limits.items():
+        value = result.get(name)
+        if isinstance(value, int) and value > limit:
+            raise InvalidConfig(name, f"{value} exceeds this server's limit of {limit}")
+    return result
+
+
+def _allowed_data_dir(value: Any, settings: Settings) -> Path:
+    if not isinstance(value, str) or not value:
+        raise InvalidConfig("data_dir", "must be a directory path")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = settings.resolved_data_dir / path
+    path = path.resolve()
+    roots = settings.allowed_data_roots
+    if not any(path.is_relative_to(root) for root in roots):
+        allowed = ", ".join(str(root) for root in roots)
+        raise InvalidConfig("data_dir", f"{value!r} is outside the allowed data roots ({allowed})")
+    return path
+
+
+def estimate_memory(config: dict[str, Any]) -> dict[str, Any]:
+    bonsai = _bonsai()
+    result: dict[str, Any] = bonsai.estimate_memory(bonsai.SearchConfig.from_dict(config))
+    return result
+
+
+def available_datasets(settings: Settings) -> list[dict[str, Any]]:
+    datasets: list[dict[str, Any]] = _bonsai().available_datasets(str(settings.resolved_data_dir))
+    return datasets
+
+
+def config_fields() -> list[dict[str, Any]]:
+    fields: list[dict[str, Any]] = _bonsai().config_fields()
+    return fields
