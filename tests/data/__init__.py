@@ -1,0 +1,1 @@
+"""Tests of bonsai.data, the data set loaders and the batch iterator."""
