@@ -168,7 +168,7 @@ def _cell_from_structure(
 
     cell: Cell = {
         key: structure[key]
-        for key in ("index", "type", "section", "channels", "resolution", "nodes")
+        for key in ("index", "type", "section", "channels", "resolution", "nodes", "input0")
         if key in structure
     }
     cell["input1"] = input1
@@ -425,7 +425,7 @@ def _inter_cell_entry(cell: Cell) -> dict[str, Any]:
     index = cell["index"]
     return {
         "cell": index,
-        "input0": "stem" if index == 0 else f"c{index - 1}",
+        "input0": cell.get("input0") or ("stem" if index == 0 else f"c{index - 1}"),
         "sources": [term["source"] for term in terms],
         "terms": terms,
     }

@@ -136,3 +136,14 @@ function showLoginDialog() {
     input.focus();
   });
 }
+
+/** Fetch every epoch_end row of a search, page by page. */
+export async function fetchAllMetrics(searchId) {
+  const base = `/api/searches/${encodeURIComponent(searchId)}/metrics`;
+  const items = [];
+  for (;;) {
+    const page = await api(`${base}?offset=${items.length}&limit=1000`);
+    items.push(...page.items);
+    if (!page.items.length || items.length >= page.total) return items;
+  }
+}

@@ -86,8 +86,15 @@ export function drawCurves(targets, metrics, sections, markedEpoch) {
     ...axis, ...marks, yaxis: { title: { text: "fraction kept" }, range: [0, 1.05] },
   }));
 
-  plot(targets.lambda, [line("lambda", epochs, metrics.map((row) => row.lambda), { line: { color: "#9333ea" } })],
-    baseLayout("Compression-loss weight λ", { ...axis, ...marks, yaxis: { type: "log", title: { text: "λ" }, exponentformat: "power", dtick: 1 }, showlegend: false }));
+  // λ doubles while a target is unmet, so a log axis shows it best, but it is 0 once
+  // the last section trains without a compression term; then a linear axis is used.
+  const lambdas = metrics.map((row) => row.lambda);
+  const logAxis = lambdas.every((value) => value === null || value > 0);
+  plot(targets.lambda, [line("lambda", epochs, lambdas, { line: { color: "#9333ea" } })],
+    baseLayout("Compression-loss weight λ", {
+      ...axis, ...marks, showlegend: false,
+      yaxis: logAxis ? { type: "log", title: { text: "λ" }, exponentformat: "power", dtick: 1 } : { title: { text: "λ" }, rangemode: "tozero" },
+    }));
 
   const mib = (value) => (value === null || value === undefined ? null : value / 2 ** 20);
   plot(targets.memory, [

@@ -1,6 +1,6 @@
 // A search beside its random level-1 and level-2 baselines.
 
-import { api } from "../api.js";
+import { api, fetchAllMetrics } from "../api.js";
 import {
   el, formatBytes, formatCount, formatDuration, formatPercent, stateBadge, TERMINAL_STATES,
 } from "../dom.js";
@@ -29,8 +29,8 @@ function peakMemory(metrics) {
 async function loadEntry(search) {
   const base = `/api/searches/${encodeURIComponent(search.id)}`;
   const [metrics, graph] = await Promise.all([
-    api(`${base}/metrics?offset=0&limit=10000`).then((page) => page.items).catch(() => []),
-    api(`${base}/graph`).catch(() => null),
+    fetchAllMetrics(search.id),
+    api(`${base}/graph`),
   ]);
   return { search, metrics, graph };
 }
@@ -71,16 +71,19 @@ export async function renderCompare(view, id) {
   async function refresh() {
     clearTimeout(timer);
     let compare;
+    let entries;
     try {
       compare = await api(`/api/searches/${encodeURIComponent(id)}/compare`);
+      entries = await Promise.all([compare.search, ...compare.baselines].map(loadEntry));
     } catch (error) {
       message.textContent = `Loading the comparison failed: ${error.message}`;
       message.className = "form-message error";
       timer = setTimeout(refresh, REFRESH_MS);
       return;
     }
-    const entries = await Promise.all([compare.search, ...compare.baselines].map(loadEntry));
     if (stopped) return;
+    message.textContent = "";
+    message.className = "form-message";
     const main = compare.search;
     title.textContent = `Compare: ${main.name || main.id.slice(0, 8)}`;
     const levels = new Set(compare.baselines.map((search) => search.baseline));

@@ -8,8 +8,12 @@ import { el, formatBytes, formatFraction } from "../dom.js";
 const MAIN_FIELDS = ["name", "preset", "dataset", "data_dir", "epochs", "budget", "device", "seed"];
 const HIDDEN_FIELDS = new Set(["baseline", "reference"]);
 
+// Fields typed int that also accept a string with a unit, such as "512MiB".
+const TEXT_FIELDS = new Set(["budget"]);
+
 function fieldKind(field) {
   const type = String(field.type || "").toLowerCase();
+  if (TEXT_FIELDS.has(field.name)) return "text";
   if (type.startsWith("list")) return "list";
   if (type === "bool" || type === "boolean") return "bool";
   if (field.choices && field.choices.length && !type.startsWith("list")) return "choice";
@@ -31,6 +35,8 @@ function fieldControl(field, datasets) {
   const common = { id, name: field.name, "aria-describedby": `help-${field.name} error-${field.name}` };
   if (kind === "choice") {
     const select = el("select", common);
+    // The data set follows the preset unless the user picks one.
+    if (field.name === "dataset") select.append(el("option", { value: "", text: "from the preset" }));
     for (const choice of field.choices) {
       const dataset = datasets.get(choice);
       const unavailable = field.name === "dataset" && dataset && !dataset.available;
@@ -90,10 +96,16 @@ function readValue(form, field) {
   if (kind === "bool") return control.checked;
   const raw = control.value.trim();
   if (raw === "") return undefined;
-  if (kind === "int" && /^-?\d+$/.test(raw)) return Number.parseInt(raw, 10);
-  if (kind === "float" && Number.isFinite(Number(raw))) return Number(raw);
-  if (field.name === "budget" && /^\d+$/.test(raw)) return Number.parseInt(raw, 10);
+  const type = String(field.type || "").toLowerCase();
+  if (type === "int" && /^-?\d+$/.test(raw)) return Number.parseInt(raw, 10);
+  if (type === "float" && raw !== "" && Number.isFinite(Number(raw))) return Number(raw);
   return raw;
+}
+
+function cellTypes(section) {
+  const types = section.types || (Array.isArray(section.cells) ? section.cells : []);
+  const letters = types.map((type) => (type === "reduction" ? "R" : "N")).join("");
+  return letters || String(section.cells ?? "");
 }
 
 function memoryTable(estimate) {
@@ -104,7 +116,7 @@ function memoryTable(estimate) {
       "tr",
       { class: section.fits ? "" : "over-budget" },
       el("td", { text: section.section }),
-      el("td", { text: Array.isArray(section.cells) ? section.cells.join(" ") : section.cells }),
+      el("td", { text: cellTypes(section) }),
       el("td", { class: "num", text: formatBytes(section.predicted_bytes) }),
       el("td", {},
         el("div", { class: "meter", title: `${formatBytes(section.predicted_bytes)} of ${formatBytes(budget)}` },
@@ -162,24 +174,27 @@ export async function renderNewSearch(view) {
       : "";
     datasetNote.classList.toggle("error", Boolean(dataset) && !dataset.available);
   };
+  // Only fields the user changed are sent, so the preset supplies the others.
+  const touched = new Set(["preset", "name"]);
+  const presetHasDataset = () => Boolean(presetSelect) && datasets.has(presetSelect.value);
+  if (presetSelect && [...presetSelect.options].some((option) => option.value === chosenDataset)) {
+    presetSelect.value = chosenDataset;
+  }
   if (datasetSelect) {
-    datasetSelect.value = chosenDataset;
+    // A preset named after a data set shows that data set; other presets (tiny) leave
+    // the choice to the preset.
+    datasetSelect.value = presetHasDataset() ? presetSelect.value : "";
     datasetSelect.closest(".field").append(datasetNote);
     datasetSelect.addEventListener("change", showDatasetNote);
     showDatasetNote();
   }
-  if (presetSelect && [...presetSelect.options].some((option) => option.value === chosenDataset)) {
-    presetSelect.value = chosenDataset;
-  }
   presetSelect?.addEventListener("change", () => {
-    if (datasetSelect && datasets.has(presetSelect.value)) {
-      datasetSelect.value = presetSelect.value;
+    if (datasetSelect && !touched.has("dataset")) {
+      datasetSelect.value = presetHasDataset() ? presetSelect.value : "";
       showDatasetNote();
     }
   });
 
-  // Only fields the user changed are sent, so the preset supplies the others.
-  const touched = new Set(["preset", "dataset", "name"]);
   form.addEventListener("input", (event) => {
     if (event.target.name) touched.add(event.target.name);
     const row = event.target.closest(".field");

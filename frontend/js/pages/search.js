@@ -4,7 +4,7 @@
 // Structure comes from the graph analysis endpoint, so the page draws what the
 // Python analysis computes. The event stream only says when to fetch it again.
 
-import { api, reportConnection } from "../api.js";
+import { api, fetchAllMetrics, reportConnection } from "../api.js";
 import {
   el, formatBytes, formatCount, formatDuration, formatFraction, formatPercent, stateBadge,
   TERMINAL_STATES,
@@ -21,15 +21,6 @@ const MOTIF_NAMES = {
   residual_edge: "residual edge",
   residual_path: "residual path",
 };
-
-async function fetchAllMetrics(id) {
-  const items = [];
-  for (;;) {
-    const page = await api(`/api/searches/${id}/metrics?offset=${items.length}&limit=1000`);
-    items.push(...page.items);
-    if (!page.items.length || items.length >= page.total) return items;
-  }
-}
 
 function shortList(items, shown) {
   if (items.length <= shown) return items.join(" ");
@@ -494,7 +485,7 @@ export async function renderSearch(view, id) {
   // First load, then the event stream. Searches that have not started yet are
   // polled, since their stream only begins once the worker runs them.
   await loadSearch();
-  const [metrics] = await Promise.all([fetchAllMetrics(encodeURIComponent(id)), loadSections(), loadGraph()]);
+  const [metrics] = await Promise.all([fetchAllMetrics(id), loadSections(), loadGraph()]);
   for (const row of metrics) state.metrics.set(row.epoch, row);
   renderHeader();
   renderCurves();
