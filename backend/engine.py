@@ -15,9 +15,6 @@ from backend.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# Fields whose value the service sets itself rather than passing on from a request.
-SERVICE_FIELDS = ("reference",)
-
 
 class InvalidConfig(ValueError):
     def __init__(self, field: str, message: str) -> None:
@@ -43,9 +40,9 @@ def validate_config(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
     Returns the engine's `to_dict()` of it, with `data_dir` resolved; raises InvalidConfig.
     """
     bonsai = _bonsai()
+    # `reference` stays the search id here; the worker replaces it with a local directory
+    # holding that search's genotype.json before the engine reads it.
     fields = dict(body)
-    for name in SERVICE_FIELDS:
-        fields.pop(name, None)
     if fields.get("data_dir") is not None:
         fields["data_dir"] = str(_allowed_data_dir(fields["data_dir"], settings))
     try:

@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     keep_work_dirs: bool = Field(
         default=False, description="Keep a search's work directory after its artifacts are stored."
     )
+    search_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads of each search process (OMP_NUM_THREADS); default: PyTorch's "
+        "choice, one per core. Set 1 where other processes share the cores.",
+    )
     search_function: str = Field(
         default="bonsai.run_search",
         description="Function the worker's child process runs, as `module:name` or `module.name`.",

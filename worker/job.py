@@ -185,6 +185,15 @@ class SearchJob:
 
     # Running.
 
+    def _child_env(self) -> dict[str, str]:
+        env = dict(self.child_env)
+        threads = self.settings.search_threads
+        if threads is not None:
+            # OpenMP threads that spin-wait on cores other processes use slow training
+            # several-fold, so a shared machine caps them.
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        return env
+
     def run(self) -> None:
         config = self.prepare()
         context = multiprocessing.get_context("spawn")
@@ -196,7 +205,7 @@ class SearchJob:
             workdir=str(self.workdir),
             resume=self.resume,
             search_function=self.settings.search_function,
-            env=self.child_env,
+            env=self._child_env(),
             log_level=self.settings.log_level,
         )
         process = context.Process(

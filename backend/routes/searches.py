@@ -161,6 +161,7 @@ def create_baseline(services: ServicesDep, search_id: str, body: BaselineCreate)
             )
         config = dict(search.config)
     config["baseline"] = body.level
+    config["reference"] = search_id
     config["name"] = f"{config.get('name') or search_id[:8]} baseline {body.level}"[:200]
     return _create(services, config, search_id)
 
