@@ -5,6 +5,7 @@ The engine is imported lazily, so the API starts (and reports the problem) witho
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ class InvalidConfig(ValueError):
 
 def _bonsai() -> Any:
     try:
-        import bonsai
+        bonsai = importlib.import_module("bonsai")
     except ImportError as error:
         logger.error("The bonsai engine cannot be imported: %s", error)
         raise HTTPException(
