@@ -81,7 +81,7 @@ export async function api(path, { method = "GET", body } = {}) {
   return response.json();
 }
 
-/** Ask for the API token until the server accepts it; concurrent callers share one dialog. */
+/** Ask for the API token until the server accepts it. Concurrent callers share one dialog. */
 export function login() {
   if (!pendingLogin) {
     pendingLogin = showLoginDialog().finally(() => {

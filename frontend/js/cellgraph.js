@@ -88,7 +88,9 @@ function edgePath(source, target, lane, layerSpan) {
   // Edges that skip layers bow away from the straight line so they pass beside the
   // nodes in between: edges from Input 0 bow up, from Input 1 down, and edges from
   // intermediate nodes alternate by target so that bundles separate.
-  const direction = source.id === 0 ? -1 : source.id === 1 ? 1 : target.id % 2 === 0 ? -1 : 1;
+  let direction = target.id % 2 === 0 ? -1 : 1;
+  if (source.id === 0) direction = -1;
+  if (source.id === 1) direction = 1;
   const bow = layerSpan > 1 ? (12 + layerSpan * 16) * direction : 0;
   const y1 = source.py + lane;
   const y2 = target.py + lane;
@@ -174,7 +176,9 @@ export function drawCell(cell, { onSelectEdge } = {}) {
   for (const node of positions.values()) {
     const isEnd = node.id <= 1 || node.label === "Out";
     const width = isEnd ? 58 : 26;
-    const kind = node.id <= 1 ? "input" : node.label === "Out" ? "output" : "inner";
+    let kind = "inner";
+    if (node.id <= 1) kind = "input";
+    else if (node.label === "Out") kind = "output";
     const inputDead = node.id === 1 && !(cell.input1 || []).length;
     nodes.append(
       svg(
@@ -208,7 +212,10 @@ export function drawCell(cell, { onSelectEdge } = {}) {
 
 /** Table of the operations of one edge, with pruner id, weight and gate. */
 export function edgeDetails(cell, edge) {
-  const label = (id) => (id <= 1 ? `Input ${id}` : id === cell.nodes + 1 ? "Out" : `node ${id}`);
+  const label = (id) => {
+    if (id <= 1) return `Input ${id}`;
+    return id === cell.nodes + 1 ? "Out" : `node ${id}`;
+  };
   return el(
     "div",
     { class: "edge-details" },

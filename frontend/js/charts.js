@@ -86,8 +86,8 @@ export function drawCurves(targets, metrics, sections, markedEpoch) {
     ...axis, ...marks, yaxis: { title: { text: "fraction kept" }, range: [0, 1.05] },
   }));
 
-  // λ doubles while a target is unmet, so a log axis shows it best, but it is 0 once
-  // the last section trains without a compression term; then a linear axis is used.
+  // λ doubles while a target is unmet, so a log axis shows it best. It is 0 once the
+  // last section trains without a compression term, and then the axis is linear.
   const lambdas = metrics.map((row) => row.lambda);
   const logAxis = lambdas.every((value) => value === null || value > 0);
   plot(targets.lambda, [line("lambda", epochs, lambdas, { line: { color: "#9333ea" } })],

@@ -92,7 +92,7 @@ export function openEventStream(searchId, handlers) {
     source.addEventListener("state", (message) => {
       const search = JSON.parse(message.data);
       // A search that ends without a finished event (cancelled while queued) ends
-      // the stream too; the next error then closes instead of reconnecting.
+      // the stream too, so the next error closes it instead of reconnecting.
       if (["succeeded", "failed", "cancelled"].includes(search.state)) ended = true;
       handlers.onState?.(search);
     });

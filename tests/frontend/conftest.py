@@ -99,26 +99,27 @@ class Service:
         self.stop()
         raise RuntimeError(f"the service did not answer within {START_TIMEOUT_S} s")
 
-    def stop(self) -> None:
-        """Stop the server, its worker and the worker's children, which share its group."""
+    def stop(self, graceful: bool = True) -> None:
+        """Stop the server, its worker and the worker's children, which share its group.
+
+        ``graceful`` False kills the whole group at once, as a crash would.
+        """
         if self.process is None:
             return
         group = self.process.pid
-        try:
+        if graceful:
             # SIGINT, as from Ctrl-C, makes `serve` stop uvicorn and its embedded worker.
             os.kill(group, signal.SIGINT)
-            self.process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            logger.warning("Service group %d did not stop on SIGINT, killing it", group)
-            os.killpg(group, signal.SIGKILL)
-            self.process.wait(timeout=STOP_TIMEOUT_S)
-        except ProcessLookupError:
-            pass
-        # The worker's children may outlive the server; the group still names them.
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                logger.warning("Service group %d did not stop on SIGINT, killing it", group)
+        # Whatever is left of the group, the worker's children included, is killed.
         try:
             os.killpg(group, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        self.process.wait(timeout=STOP_TIMEOUT_S)
         self.process = None
 
     def log_tail(self, lines: int = 40) -> str:
@@ -161,14 +162,14 @@ def browser() -> Iterator[Any]:
 
 
 def sign_in(page: Any, token: str = TOKEN) -> None:
-    """Answer the login dialog that the first API call of a fresh context opens."""
+    """Fill in and submit the login dialog that a fresh context's first API call opens."""
     page.locator("#login-token").fill(token)
     page.locator("#login-dialog button[type=submit]").click()
 
 
 @pytest.fixture(scope="session")
 def context(browser: Any, service: Service) -> Iterator[Any]:
-    """A browser context signed in once; its session cookie serves every later page."""
+    """A browser context signed in once, whose session cookie authenticates every later page."""
     browser_context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     page = browser_context.new_page()
     page.goto(f"{service.url}/#/")
@@ -230,7 +231,7 @@ OBSERVE_SCRIPT = """() => {
 def submit_search_form(page: Any, url: str, name: str, fields: dict[str, str]) -> dict[str, Any]:
     """Fill the new-search form, start the search and return the memory check's estimate.
 
-    An estimate over budget asks for a second press of the button.
+    When the estimate is over budget, the button is pressed a second time.
     """
     page.goto(f"{url}/#/new")
     page.locator("#search-form").wait_for()

@@ -55,7 +55,9 @@ def shown_pruners(page: Any) -> set[str]:
 
 
 def graph_pruners(graph: dict[str, Any]) -> set[str]:
-    return {op["pruner"] for cell in graph["cells"] for edge in cell["edges"] for op in edge["ops"]}
+    return {
+        op["pruner"] for cell in graph["cells"] for edge in cell["edges"] for op in edge["ops"]
+    }
 
 
 def open_finished_search(page: Any, service: Service, run: LiveRun) -> None:
@@ -85,7 +87,9 @@ def test_memory_check_per_section(page: Any, service: Service, api: httpx.Client
     assert rows.count() == len(estimate["sections"])
     for row, section in zip(rows.all(), estimate["sections"], strict=True):
         assert row.locator("td").nth(3).locator(".meter-fill").count() == 1
-        assert row.locator("td").nth(5).text_content() == ("fits" if section["fits"] else "over budget")
+        assert row.locator("td").nth(5).text_content() == (
+            "fits" if section["fits"] else "over budget"
+        )
     assert page.locator("#memory-check h3").text_content().startswith("Memory check: budget")
     assert "#/new" in page.url
 
@@ -297,6 +301,18 @@ def test_compare_with_baselines(
     assert traces == 3
 
 
+def test_list_cancels_search(page: Any, service: Service, api: httpx.Client) -> None:
+    created = api.post("/api/searches", json={"preset": "tiny", "epochs": 30}).json()
+    page.goto(f"{service.url}/#/")
+    row = page.locator(f"tr[data-search-id='{created['id']}']")
+    row.locator("button", has_text="Cancel").click()
+    page.locator(f"tr[data-search-id='{created['id']}'][data-state=cancelled]").wait_for(
+        timeout=60_000
+    )
+    assert api.get(f"/api/searches/{created['id']}").json()["state"] == "cancelled"
+    assert page.locator(f"tr[data-search-id='{created['id']}'] button").count() == 0
+
+
 def test_login_asked_once(browser: Any, service: Service) -> None:
     fresh = browser.new_context(viewport=VIEWPORT)
     try:
@@ -333,14 +349,14 @@ def test_restart_reproduces_pictures(
     open_finished_search(finished, service, live_run)
     before = finished.evaluate(pictures)
 
-    # A second page follows a live search, so its event stream sees the server go away.
+    # A second page follows a live search, so its event stream loses the server.
     live = api.post("/api/searches", json={"preset": "tiny", "epochs": 30}).json()
     watcher = context.new_page()
     watcher.goto(search_url(service, live["id"]))
     watcher.locator("#stream-status[data-status=open]").wait_for()
 
     # Without the work and artifact directories, only the database can redraw the page.
-    service.stop()
+    service.stop(graceful=False)
     for directory in ("artifacts", "work"):
         shutil.rmtree(service.home / directory, ignore_errors=True)
     banner = watcher.locator("#connection-banner")

@@ -62,7 +62,7 @@ function fieldControl(field, datasets) {
   const input = el("input", {
     ...common,
     type: kind === "int" || kind === "float" ? "number" : "text",
-    step: kind === "int" ? "1" : kind === "float" ? "any" : null,
+    step: { int: "1", float: "any" }[kind] ?? null,
     placeholder: defaultText(field) || (field.name === "name" ? "optional label" : "preset's default"),
   });
   return input;
@@ -181,8 +181,8 @@ export async function renderNewSearch(view) {
     presetSelect.value = chosenDataset;
   }
   if (datasetSelect) {
-    // A preset named after a data set shows that data set; other presets (tiny) leave
-    // the choice to the preset.
+    // A preset named after a data set shows that data set. Other presets, such as
+    // tiny, leave the choice to the preset.
     datasetSelect.value = presetHasDataset() ? presetSelect.value : "";
     datasetSelect.closest(".field").append(datasetNote);
     datasetSelect.addEventListener("change", showDatasetNote);

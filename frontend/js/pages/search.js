@@ -2,7 +2,7 @@
 // counts, motifs, curves, section timeline, replay slider and downloads.
 //
 // Structure comes from the graph analysis endpoint, so the page draws what the
-// Python analysis computes. The event stream only says when to fetch it again.
+// Python analysis computes. Events from the stream only trigger new fetches.
 
 import { api, fetchAllMetrics, reportConnection } from "../api.js";
 import {
@@ -31,19 +31,21 @@ function statTile(label, value, id) {
   return el("div", { class: "stat" }, el("div", { class: "stat-label", text: label }), el("div", { class: "stat-value", id, text: value }));
 }
 
-function sectionTimeline(sections, totalEpochs) {
+function sectionTimeline(sections, totalEpochs, running) {
   if (!sections.length) return el("p", { class: "muted", text: "No section has started yet." });
   const total = Math.max(totalEpochs || 0, ...sections.map((s) => (s.end_epoch ?? s.start_epoch) + 1));
   const bars = el("div", { class: "timeline-bar" });
   const rows = [];
-  for (const section of sections) {
-    const end = section.end_epoch ?? section.start_epoch;
+  sections.forEach((section, index) => {
+    // The section in training has ended no epoch yet when its end lies before its start.
+    const current = running && index === sections.length - 1;
+    const end = Math.max(section.end_epoch ?? section.start_epoch, section.start_epoch - 1);
     const spent = end - section.start_epoch + 1;
     const types = (section.types || []).map((type) => (type === "reduction" ? "R" : "N")).join("");
     bars.append(
       el("div", {
         class: `timeline-segment segment-${section.section % 4}`,
-        style: `left:${(section.start_epoch / total) * 100}%;width:${(spent / total) * 100}%`,
+        style: `left:${(section.start_epoch / total) * 100}%;width:${(Math.max(spent, 0.3) / total) * 100}%`,
         title: `section ${section.section}: epochs ${section.start_epoch} to ${end}`,
         text: `S${section.section}`,
       }),
@@ -53,10 +55,10 @@ function sectionTimeline(sections, totalEpochs) {
         el("td", { text: section.section }),
         el("td", { text: `${types} (${Array.isArray(section.cells) ? section.cells.length : section.cells})` }),
         el("td", { class: "num", text: section.target === null || section.target === undefined ? "none" : formatFraction(section.target) }),
-        el("td", { class: "num", text: `${section.start_epoch} to ${section.end_epoch ?? "…"}` }),
-        el("td", { class: "num", text: spent })),
+        el("td", { class: "num", text: `${section.start_epoch} to ${current ? "…" : end}` }),
+        el("td", { class: "num", text: current ? `${spent} so far` : spent })),
     );
-  }
+  });
   return el("div", {},
     bars,
     el("table", { class: "compact" },
@@ -241,7 +243,8 @@ export async function renderSearch(view, id) {
     if (state.replayEpoch === null) {
       slider.value = String(known.length);
       const live = state.search && !TERMINAL_STATES.has(state.search.state);
-      sliderLabel.textContent = live ? `live (epoch ${state.search?.epoch ?? 0})` : `end (epoch ${known.at(-1) ?? "–"})`;
+      const last = known.length ? `epoch ${known.at(-1)}` : "no epoch yet";
+      sliderLabel.textContent = live ? `live, after ${last}` : `end, ${last}`;
     } else {
       slider.value = String(known.indexOf(state.replayEpoch));
       sliderLabel.textContent = `epoch ${state.replayEpoch} of ${known.at(-1)}`;
@@ -270,7 +273,8 @@ export async function renderSearch(view, id) {
   function renderCurves() {
     const metrics = [...state.metrics.values()].sort((a, b) => a.epoch - b.epoch);
     drawCurves(curveNodes, metrics, state.sections, state.replayEpoch);
-    timeline.replaceChildren(sectionTimeline(state.sections, state.search?.epochs));
+    const running = Boolean(state.search) && !TERMINAL_STATES.has(state.search.state);
+    timeline.replaceChildren(sectionTimeline(state.sections, state.search?.epochs, running));
   }
 
   function addChange(event) {
@@ -482,8 +486,8 @@ export async function renderSearch(view, id) {
     }, 600);
   });
 
-  // First load, then the event stream. Searches that have not started yet are
-  // polled, since their stream only begins once the worker runs them.
+  // First load, then the event stream. An active search is also polled every 5 s,
+  // because its elapsed time and ETA change without any event.
   await loadSearch();
   const [metrics] = await Promise.all([fetchAllMetrics(id), loadSections(), loadGraph()]);
   for (const row of metrics) state.metrics.set(row.epoch, row);
