@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from .databases import backend_names, empty_database
 from .helpers import (
     BROKER_URL_VAR,
     DATABASE_URL_VAR,
@@ -111,3 +113,9 @@ def finished_search(stack: Stack, client: httpx.Client) -> dict[str, Any]:
     """One tiny search on digits, run to the end; several tests read what it left."""
     search = create_search(client, name="finished", dataset="digits")
     return wait_state(client, search["id"], {"succeeded", "failed", "cancelled"})
+
+
+@pytest.fixture(params=backend_names())
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database, on SQLite and (when configured) PostgreSQL."""
+    yield from empty_database(str(request.param), tmp_path)
