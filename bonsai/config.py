@@ -395,7 +395,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "channels": 4,
         "nodes": 2,
         "sections": "N,R,N",
-        "batch_size": 64,
+        "batch_size": 32,
         "max_train_images": 256,
         "max_test_images": 128,
         "lr": 0.05,

@@ -680,7 +680,8 @@ class _Search:
                 ]
                 for cell in self.net.cells
             }
-            self._deadhead(requests, "gate_off", epoch)
+            if self._deadhead(requests, "gate_off", epoch):
+                self._save_state(config.epochs)
         extra = {
             "search": {
                 "dataset": self.data.name,
