@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from typing import Any
 
 import httpx
@@ -343,3 +344,31 @@ def test_estimate_reports_sections(client: httpx.Client) -> None:
     estimate = response.json()
     assert len(estimate["sections"]) == 3
     assert json.dumps(estimate, allow_nan=False)
+
+
+def _database_hiccup(stack: Stack) -> None:
+    """Cut the worker off from the database for a moment, the real way for each back end."""
+    if stack.name == "postgres":
+        with stack.db.engine.connect() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        return
+    # SQLite: an exclusive lock makes every other writer wait on its busy timeout.
+    with stack.db.engine.execution_options(sqlite_begin="EXCLUSIVE").begin() as connection:
+        connection.exec_driver_sql("SELECT count(*) FROM searches")
+        time.sleep(2)
+
+
+def test_database_hiccup_retries(stack: Stack, client: httpx.Client) -> None:
+    search = create_search(client, name="hiccup", epochs=6)
+    wait_for(lambda: event_count(stack, search["id"]) > 2, 90, "the first events")
+    _database_hiccup(stack)
+    final = wait_state(client, search["id"], FINAL)
+    assert final["state"] == "succeeded", final["error"]
+    assert final["attempts"] == 1
+    events = [m for m in stream(client, search["id"]) if m.id is not None]
+    assert [m.id for m in events] == list(range(len(events)))
