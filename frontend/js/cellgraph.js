@@ -1,7 +1,7 @@
 // SVG drawings of cells and of the inter-cell connections, from the graph
 // analysis JSON of GET /api/searches/{id}/graph.
 
-import { el, svg, formatNumber } from "./dom.js";
+import { el, svg, formatNumber, tableHead } from "./dom.js";
 
 export const OP_STYLES = {
   identity: { color: "#4b5563", dash: null, label: "identity" },
@@ -223,7 +223,7 @@ export function edgeDetails(cell, edge) {
     el(
       "table",
       { class: "compact" },
-      el("thead", {}, el("tr", {}, ["operation", "pruner", "weight", "gate"].map((h) => el("th", { text: h })))),
+      tableHead(["operation", "pruner", "weight", "gate"], ["weight"]),
       el(
         "tbody",
         {},

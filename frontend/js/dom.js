@@ -31,6 +31,18 @@ export function svg(tag, attrs, ...children) {
   return build(document.createElementNS(SVG_NS, tag), attrs, children);
 }
 
+/** Replace the children of `node`, skipping null, undefined and false like el() does. */
+export function replaceContent(node, ...children) {
+  node.replaceChildren(...children.flat(Infinity).filter((child) => child !== null && child !== undefined && child !== false));
+  return node;
+}
+
+/** Table head of `labels`; labels listed in `numeric` are right-aligned over numbers. */
+export function tableHead(labels, numeric = []) {
+  const right = new Set(numeric);
+  return el("thead", {}, el("tr", {}, labels.map((label) => el("th", { class: right.has(label) ? "num" : null, text: label }))));
+}
+
 export function clear(node) {
   while (node.firstChild) node.removeChild(node.firstChild);
   return node;
@@ -81,6 +93,11 @@ export function formatCount(value) {
 export function formatNumber(value, digits = 3) {
   if (value === null || value === undefined) return "–";
   return Number(value).toPrecision(digits);
+}
+
+/** Number of ended epochs, from the progress fraction over all epochs. */
+export function epochsDone(search) {
+  return Math.round((search.progress ?? 0) * (search.epochs ?? 0));
 }
 
 export const TERMINAL_STATES = new Set(["succeeded", "failed", "cancelled"]);

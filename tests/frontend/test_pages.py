@@ -319,7 +319,7 @@ def test_login_asked_once(browser: Any, service: Service) -> None:
         tab = fresh.new_page()
         tab.goto(f"{service.url}/#/")
         sign_in(tab, "wrong-token")
-        assert "invalid" in tab.locator("#login-error").text_content()
+        tab.locator("#login-error", has_text="invalid").wait_for()
         sign_in(tab, TOKEN)
         tab.locator("#search-rows tr").first.wait_for()
         tab.goto(f"{service.url}/#/new")

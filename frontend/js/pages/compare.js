@@ -2,7 +2,8 @@
 
 import { api, fetchAllMetrics } from "../api.js";
 import {
-  el, formatBytes, formatCount, formatDuration, formatPercent, stateBadge, TERMINAL_STATES,
+  el, formatBytes, formatCount, formatDuration, formatPercent, replaceContent, stateBadge,
+  tableHead, TERMINAL_STATES,
 } from "../dom.js";
 import { drawOpCountBars } from "../charts.js";
 
@@ -100,9 +101,9 @@ export async function renderCompare(view, id) {
     );
 
     const header = ["", "search", "state", "test accuracy", "parameters", "peak memory", "time"];
-    table.replaceChildren(
+    replaceContent(table,
       el("table", { class: "compare" },
-        el("thead", {}, el("tr", {}, header.map((h) => el("th", { text: h })))),
+        tableHead(header, ["test accuracy", "parameters", "peak memory", "time"]),
         el("tbody", {}, entries.map(({ search, metrics }) =>
           el("tr", { dataset: { searchId: search.id } },
             el("td", { text: role(search) }),
@@ -115,8 +116,10 @@ export async function renderCompare(view, id) {
       compare.baselines.length ? null : el("p", { class: "muted", text: "No baseline yet. Start one with the buttons above once the search has succeeded." }),
     );
 
+    // Legends name searches by role and id, not by their user-supplied names, because
+    // plotly renders a subset of HTML tags in trace names.
     const series = (pick) => entries.map(({ search, graph }, index) => ({
-      name: `${role(search)} ${search.name || search.id.slice(0, 6)}`,
+      name: `${role(search)} ${search.id.slice(0, 6)}`,
       counts: pick(graph),
       color: COLORS[index % COLORS.length],
     }));

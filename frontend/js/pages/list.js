@@ -2,7 +2,8 @@
 
 import { api } from "../api.js";
 import {
-  el, formatCount, formatDuration, formatFraction, formatPercent, stateBadge, TERMINAL_STATES,
+  el, formatCount, formatDuration, formatFraction, formatPercent, replaceContent, stateBadge,
+  tableHead, TERMINAL_STATES, epochsDone,
 } from "../dom.js";
 
 const STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
@@ -15,7 +16,7 @@ function progressBar(search) {
     "div",
     { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": Math.round(progress * 100) },
     el("div", { class: `progress-fill state-${search.state}`, style: `width:${(progress * 100).toFixed(1)}%` }),
-    el("span", { class: "progress-label", text: `${search.epoch ?? 0}/${search.epochs ?? "?"} epochs` }),
+    el("span", { class: "progress-label", text: `${epochsDone(search)}/${search.epochs ?? "?"} epochs` }),
   );
 }
 
@@ -39,7 +40,7 @@ function row(search, onCancel) {
     el("td", { class: "num", text: formatPercent(search.best_test_accuracy) }),
     el("td", { class: "num", text: formatCount(search.params) }),
     el("td", { class: "num", text: formatFraction(search.compression) }),
-    el("td", { class: "actions" },
+    el("td", { class: "row-actions" },
       active ? el("button", { type: "button", class: "small danger", text: "Cancel", onclick: () => onCancel(search) }) : null),
   );
 }
@@ -87,7 +88,7 @@ export async function renderList(view) {
       if (!page.items.length) {
         tbody.append(el("tr", {}, el("td", { colspan: 10, class: "muted empty", text: filter ? `No ${filter} searches.` : "No searches yet. Start one from New search." })));
       }
-      footer.replaceChildren(
+      replaceContent(footer,
         el("span", { class: "muted", text: `${page.items.length} of ${page.total} searches` }),
         page.total > page.items.length
           ? el("button", { type: "button", text: "Show more", onclick: () => { limit += PAGE_SIZE; refresh(); } })
@@ -110,7 +111,10 @@ export async function renderList(view) {
           el("a", { class: "button primary", href: "#/new", text: "New search" }))),
       message,
       el("table", { class: "searches" },
-        el("thead", {}, el("tr", {}, ["search", "state", "data set", "progress", "elapsed", "ETA", "best test acc.", "params", "compression", ""].map((h) => el("th", { text: h })))),
+        tableHead(
+          ["search", "state", "data set", "progress", "elapsed", "ETA", "best test acc.", "params", "compression", ""],
+          ["elapsed", "ETA", "best test acc.", "params", "compression"],
+        ),
         tbody),
       footer),
   );

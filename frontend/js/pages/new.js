@@ -3,7 +3,7 @@
 // messages are shown at the fields they name.
 
 import { api, ApiError } from "../api.js";
-import { el, formatBytes, formatFraction } from "../dom.js";
+import { el, formatBytes, formatFraction, tableHead } from "../dom.js";
 
 const MAIN_FIELDS = ["name", "preset", "dataset", "data_dir", "epochs", "budget", "device", "seed"];
 const HIDDEN_FIELDS = new Set(["baseline", "reference"]);
@@ -64,6 +64,7 @@ function fieldControl(field, datasets) {
     type: kind === "int" || kind === "float" ? "number" : "text",
     step: { int: "1", float: "any" }[kind] ?? null,
     placeholder: defaultText(field) || (field.name === "name" ? "optional label" : "preset's default"),
+    dataset: { default: defaultText(field) },
   });
   return input;
 }
@@ -130,7 +131,7 @@ function memoryTable(estimate) {
     { class: "memory-check", id: "memory-check" },
     el("h3", { text: `Memory check: budget ${formatBytes(budget)}` }),
     el("table", { class: "compact" },
-      el("thead", {}, el("tr", {}, ["section", "cells", "predicted", "of budget", "target", ""].map((h) => el("th", { text: h })))),
+      tableHead(["section", "cells", "predicted", "of budget", "target", ""], ["predicted", "target"]),
       el("tbody", {}, rows)),
     el("p", { class: "muted", text: `Hyper-connected model: ${formatBytes(estimate.hyper_connected_bytes)} predicted.` }),
     estimate.error ? el("p", { class: "error", role: "alert", text: estimate.error }) : null,
@@ -188,6 +189,17 @@ export async function renderNewSearch(view) {
     datasetSelect.addEventListener("change", showDatasetNote);
     showDatasetNote();
   }
+  // The defaults of GET /api/config/fields are those of the default preset, so other
+  // presets show no number they might not use.
+  const defaultPreset = byName.get("preset")?.default;
+  const showDefaults = () => {
+    for (const input of form.querySelectorAll("input[data-default]")) {
+      if (!input.dataset.default) continue;
+      input.placeholder = presetSelect?.value === defaultPreset ? input.dataset.default : "from the preset";
+    }
+  };
+  showDefaults();
+  presetSelect?.addEventListener("change", showDefaults);
   presetSelect?.addEventListener("change", () => {
     if (datasetSelect && !touched.has("dataset")) {
       datasetSelect.value = presetHasDataset() ? presetSelect.value : "";

@@ -7,7 +7,7 @@
 import { api, fetchAllMetrics, reportConnection } from "../api.js";
 import {
   el, formatBytes, formatCount, formatDuration, formatFraction, formatPercent, stateBadge,
-  TERMINAL_STATES,
+  tableHead, TERMINAL_STATES, epochsDone,
 } from "../dom.js";
 import { drawCell, drawInterCell, edgeDetails, opLegend } from "../cellgraph.js";
 import { drawCurves, drawOpCountBars, drawOpCountsByDepth } from "../charts.js";
@@ -62,7 +62,7 @@ function sectionTimeline(sections, totalEpochs, running) {
   return el("div", {},
     bars,
     el("table", { class: "compact" },
-      el("thead", {}, el("tr", {}, ["section", "cells", "target", "epochs", "epochs spent"].map((h) => el("th", { text: h })))),
+      tableHead(["section", "cells", "target", "epochs", "epochs spent"], ["target", "epochs", "epochs spent"]),
       el("tbody", {}, rows)));
 }
 
@@ -82,7 +82,7 @@ function motifSummary(graph) {
       statTile("residual paths", totals.residual_path ?? 0, "motif-residual-path"),
       statTile("parameter-free cells", totals.parameter_free_cells ?? 0, "motif-parameter-free")),
     el("table", { class: "compact" },
-      el("thead", {}, el("tr", {}, ["cell", "type", "residual edges", "residual paths", "parameter-free"].map((h) => el("th", { text: h })))),
+      tableHead(["cell", "type", "residual edges", "residual paths", "parameter-free"], ["residual edges", "residual paths"]),
       el("tbody", {}, rows)));
 }
 
@@ -191,7 +191,7 @@ export async function renderSearch(view, id) {
     const kind = search.baseline ? `random baseline level ${search.baseline}` : "Bonsai-Net search";
     subtitle.textContent = `${kind} on ${search.dataset} · id ${search.id}${search.worker ? ` · worker ${search.worker}` : ""}`;
     const fraction = Math.max(0, Math.min(1, search.progress ?? 0));
-    let detail = `epoch ${search.epoch ?? 0} of ${search.epochs ?? "?"}`;
+    let detail = `${epochsDone(search)} of ${search.epochs ?? "?"} epochs`;
     if (state.lastBatch && search.state === "running") {
       detail += ` · batch ${state.lastBatch.index + 1}/${state.lastBatch.batches} · loss ${Number(state.lastBatch.loss).toFixed(3)}`;
     }
