@@ -68,7 +68,7 @@ def graph_from_events(events: list[Event], epoch: int | None) -> dict[str, Any]:
         ordered = [e for e in ordered if _event_epoch(e) <= epoch]
 
     structures: dict[int, Cell] = {}
-    weights: dict[str, tuple[float | None, int | None]] = {}
+    last_snapshot: list[list[Any]] = []
     dead_pruners: set[str] = set()
     dead_nodes: set[str] = set()
     deadheads: list[tuple[int | None, list[str]]] = []
@@ -82,15 +82,15 @@ def graph_from_events(events: list[Event], epoch: int | None) -> dict[str, Any]:
             for structure in data.get("cells", []):
                 structures[structure["index"]] = structure
         elif kind == "pruner_snapshot":
-            weights = {
-                pruner_id: (_number_or_none(weight), gate)
-                for pruner_id, weight, gate in data.get("pruners", [])
-            }
+            last_snapshot = data.get("pruners", [])
         elif kind == "deadheaded":
             dead_pruners.update(data.get("pruner_ids", []))
             dead_nodes.update(data.get("removed_nodes", []))
             deadheads.append((event.get("epoch"), list(data.get("pruner_ids", []))))
 
+    weights = {
+        pruner_id: (_number_or_none(weight), gate) for pruner_id, weight, gate in last_snapshot
+    }
     initial = (initial_weight, None if initial_weight is None else int(initial_weight > 0))
     cells = [
         remove_dead_nodes(

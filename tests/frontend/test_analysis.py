@@ -471,6 +471,17 @@ def test_replay_weights_before_snapshot() -> None:
     assert graph_from_events(events, None)["epoch"] is None
 
 
+def test_replay_uses_last_snapshot_of_epoch() -> None:
+    # With snapshot_every > 0 an epoch has several snapshots, and the last one counts.
+    events = [e for e in reversed(history()) if e["seq"] <= 2]
+    events.append(snapshot(3, 0, {"c0.e0_3.identity": -0.2}))
+    events.append({"seq": 4, "type": "epoch_end", "time": 0, "epoch": 0, "data": {}})
+    cell = graph_from_events(events, 0)["cells"][0]
+    assert op_weights(cell)["c0.e0_3.identity"] == (-0.2, 0)
+    # A pruner missing from the last snapshot falls back to gate_init.
+    assert op_weights(cell)["c0.e0_2.identity"] == (0.5, 1)
+
+
 def test_replay_rejects_negative_epoch() -> None:
     with pytest.raises(ValueError, match="invalid epoch -1"):
         graph_from_events(history(), -1)
