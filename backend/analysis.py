@@ -210,7 +210,7 @@ def analyze_cells(cells: list[Cell]) -> dict[str, Any]:
     """Lay out, count and find motifs in cells of the genotype shape.
 
     Each returned cell is the input cell plus ``layout``, ``op_counts``,
-    ``motifs``, ``motif_counts`` and ``parameter_free``. The result also holds the
+    ``motifs``, ``motif_counts`` and ``parameter_free``. The result also contains the
     inter-cell view and the operation and motif counts over all cells.
 
     Raises:

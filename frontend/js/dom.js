@@ -21,7 +21,7 @@ function build(element, attrs, children) {
   return element;
 }
 
-/** Create an HTML element; strings among the children become text nodes. */
+/** Create an HTML element. Strings among the children become text nodes. */
 export function el(tag, attrs, ...children) {
   return build(document.createElement(tag), attrs, children);
 }
@@ -37,7 +37,7 @@ export function replaceContent(node, ...children) {
   return node;
 }
 
-/** Table head of `labels`; labels listed in `numeric` are right-aligned over numbers. */
+/** Table head of `labels`, with the labels listed in `numeric` aligned right. */
 export function tableHead(labels, numeric = []) {
   const right = new Set(numeric);
   return el("thead", {}, el("tr", {}, labels.map((label) => el("th", { class: right.has(label) ? "num" : null, text: label }))));
