@@ -409,7 +409,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "channels": 8,
         "nodes": 3,
         "sections": "NN,R,NN",
-        "batch_size": 32,
+        "batch_size": 64,
         "lr": 0.05,
         "drop_path": 0.0,
     },
