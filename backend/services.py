@@ -1,4 +1,4 @@
-"""What every request can reach: settings, database, artifact store and task queue."""
+"""Shared services of every request: settings, database, artifact store and task queue."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
 
 def is_loopback(host: str) -> bool:
-    """Whether `host` names only this machine (127.0.0.0/8, ::1 or localhost)."""
+    """Return whether `host` names only this machine (127.0.0.0/8, ::1 or localhost)."""
     if host in LOOPBACK_NAMES:
         return True
     try:

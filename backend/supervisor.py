@@ -8,9 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 logger = logging.getLogger(__name__)
 
+# The delay before a restart doubles after each quick exit, and resets after a worker that
+# ran for STABLE_SECONDS.
 RESTART_DELAY_SECONDS = 1.0
 MAX_RESTART_DELAY_SECONDS = 30.0
 STABLE_SECONDS = 60.0
@@ -39,13 +42,14 @@ class WorkerSupervisor:
     def _run(self) -> None:
         delay = RESTART_DELAY_SECONDS
         while not self.stopping.is_set():
+            started = time.monotonic()
             self.process = self._spawn()
-            started = threading.Event()
-            started.wait(0)
             code = self.process.wait()
             if self.stopping.is_set():
                 return
             self.restarts += 1
+            if time.monotonic() - started >= STABLE_SECONDS:
+                delay = RESTART_DELAY_SECONDS
             logger.warning(
                 "Embedded worker %d exited with code %s; restarting in %.0f s",
                 self.process.pid,

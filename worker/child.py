@@ -1,7 +1,7 @@
 """The process a search trains in, started with `spawn` so that killing it frees all its memory.
 
 It sends every engine event to the worker over a pipe and reads the cancel flag from a
-multiprocessing Event; the worker process does all database and storage work.
+multiprocessing Event. The worker process does all database and storage work.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def child_main(spec: ChildSpec, conn: Connection, stop: EventType) -> None:
     logger.info(
         "Search %s starting in process %d (resume=%s)", spec.search_id, os.getpid(), spec.resume
     )
-    # The engine holds data sets in memory and starts no DataLoader worker processes, so no
+    # The engine keeps data sets in memory and starts no DataLoader worker processes, so no
     # process is forked under the Celery pool.
     logger.info("Data is loaded in memory; DataLoader workers are not used (num_workers=0)")
 

@@ -57,7 +57,7 @@ def retry_db(action: Callable[[], T], what: str, deadline: float | None = None) 
 
 @dataclass
 class ChildOutput:
-    """What the reader thread collects from the child's pipe."""
+    """Messages that the reader thread collected from the child's pipe."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -194,8 +194,8 @@ class SearchJob:
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         return env
 
-    def run(self) -> None:
-        config = self.prepare()
+    def _start_child(self, config: dict[str, Any]) -> tuple[Any, Connection, Any]:
+        """Start the search process; return it, the receiving end of its pipe and its stop flag."""
         context = multiprocessing.get_context("spawn")
         receiver, sender = context.Pipe(duplex=False)
         stop = context.Event()
@@ -212,14 +212,21 @@ class SearchJob:
             target=child_main, args=(spec, sender, stop), name=f"search-{self.search_id}"
         )
         process.start()
+        # Only the child may hold the sending end, so that its exit ends the reader with EOF.
         sender.close()
         logger.info(
             "Search %s attempt %d running in process %d", self.search_id, self.attempt, process.pid
         )
+        return process, receiver, stop
+
+    def run(self) -> None:
+        config = self.prepare()
+        process, receiver, stop = self._start_child(config)
         retry_db(
             lambda: lifecycle.set_child_pid(self.db, self.search_id, self.owner, process.pid),
             "recording the child pid",
         )
+
         output = ChildOutput()
         reader = threading.Thread(target=_read_child, args=(receiver, output), daemon=True)
         reader.start()
@@ -232,6 +239,7 @@ class SearchJob:
             process.join(KILL_WAIT_SECONDS)
             reader.join(KILL_WAIT_SECONDS)
             uploader.stop()
+
         if self.lease_lost:
             logger.warning(
                 "Search %s lost its lease to another attempt; this one stopped", self.search_id

@@ -1,7 +1,8 @@
 """`GET /api/searches/{id}/events`: Server-Sent Events, replayed from the database then followed.
 
 The stream polls the database, so it works the same whichever worker or machine writes the
-events. Each poll opens and closes its own session: a client that goes away holds nothing.
+events. Each poll opens and closes its own session, so a client that goes away leaves no
+connection or transaction open.
 """
 
 from __future__ import annotations

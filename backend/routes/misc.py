@@ -106,7 +106,7 @@ def _check_broker(services: Any) -> str:
 
 @public_router.get("/health")
 async def health(services: ServicesDep, response: Response) -> Health:
-    """Report whether the database and the broker answer."""
+    """Report whether the database and the broker respond."""
     database = await run_in_threadpool(_check_database, services)
     broker = await run_in_threadpool(_check_broker, services)
     healthy = database == "ok" and broker == "ok"

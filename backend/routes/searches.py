@@ -76,7 +76,7 @@ def _create(services: Services, body: dict[str, Any], reference_id: str | None) 
     try:
         services.queue.send(search.id)
     except Exception:
-        # The reaper sends the task again once the broker answers.
+        # The reaper sends the task again once the broker is reachable.
         logger.exception("Sending the task of search %s failed; it stays queued", search.id)
     else:
         lifecycle.mark_enqueued(services.db, search.id)

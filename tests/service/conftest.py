@@ -1,8 +1,8 @@
 """Fixtures of the service tests: real API servers and Celery workers on each database back end.
 
 SQLite with the filesystem broker always runs (`bonsai serve` with its embedded worker).
-PostgreSQL with Redis runs when BONSAI_TEST_DATABASE_URL and BONSAI_TEST_BROKER_URL are set
-(`serve` plus a separate worker, artifacts in a local S3 server); it then fails, never
+PostgreSQL with Redis runs when BONSAI_TEST_DATABASE_URL and BONSAI_TEST_BROKER_URL are set,
+as `serve` plus a separate worker with artifacts in a local S3 server. It then fails, never
 skips, when either server cannot be reached.
 """
 

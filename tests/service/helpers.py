@@ -154,7 +154,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 pass
             try:
-                # The group holds the embedded worker and any search process as well.
+                # The group contains the embedded worker and any search process as well.
                 os.killpg(process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass

@@ -280,7 +280,7 @@ def _artifact_kinds(stack: Stack, search_id: str) -> set[str]:
 
 
 def test_killed_worker_search_resumes(stack: Stack, client: httpx.Client) -> None:
-    search = create_search(client, name="kill-worker", epochs=12)
+    search = create_search(client, name="kill-worker", epochs=8)
     search_id = search["id"]
     wait_for(
         lambda: "state.pt" in _artifact_kinds(stack, search_id), 90, "the first stored state.pt"
@@ -309,7 +309,7 @@ def test_killed_worker_search_resumes(stack: Stack, client: httpx.Client) -> Non
     assert [m.id for m in events] == list(range(len(events)))
     assert events[-1].event == "finished"
     metrics = client.get(f"/api/searches/{search_id}/metrics").json()
-    assert [item["epoch"] for item in metrics["items"]] == list(range(12))
+    assert [item["epoch"] for item in metrics["items"]] == list(range(8))
 
 
 def test_search_list_filters_by_state(
@@ -364,7 +364,7 @@ def _database_hiccup(stack: Stack) -> None:
 
 
 def test_database_hiccup_retries(stack: Stack, client: httpx.Client) -> None:
-    search = create_search(client, name="hiccup", epochs=6)
+    search = create_search(client, name="hiccup", epochs=4)
     wait_for(lambda: event_count(stack, search["id"]) > 2, 90, "the first events")
     _database_hiccup(stack)
     final = wait_state(client, search["id"], FINAL)

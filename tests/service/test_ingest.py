@@ -119,7 +119,7 @@ def test_store_events_derives_rows(db: Database) -> None:
 
 def test_resume_supersedes_later_events(db: Database) -> None:
     search_id = add_search(db)
-    # Attempt 1 finished epochs 0 and 1 (seq 0..7), and its state.pt holds epoch 0 only.
+    # Attempt 1 finished epochs 0 and 1 (seq 0..7), and its state.pt contains epoch 0 only.
     store(db, search_id, 1, epoch_events(0, 0) + epoch_events(4, 1))
     # Attempt 2 resumes after epoch 0 and emits from seq 4 again.
     store(db, search_id, 2, epoch_events(4, 1) + epoch_events(8, 2))
