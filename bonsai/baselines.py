@@ -26,7 +26,7 @@ __all__ = ["BaselinePlan", "prepare_baseline", "random_prune"]
 
 @dataclass
 class BaselinePlan:
-    """How a baseline shapes its cells, and the config it trains with."""
+    """A baseline's random cell shapes and the config it trains with."""
 
     level: int
     config: SearchConfig

@@ -7,7 +7,7 @@ Nodes of a cell with `nodes` intermediate nodes:
     2..nodes+1   intermediate nodes; node j sums an edge from every node i < j
     nodes+1      the output
 
-Every edge holds every operation, each behind its own pruner. A reduction cell
+Every edge contains every operation, each behind its own pruner. A reduction cell
 doubles the channels and halves the resolution in its input adapters, so every
 operation inside a cell keeps the shape.
 """
@@ -68,7 +68,7 @@ class SearchCell(nn.Module):
     """One distinct cell of the search network with a pruner on every connection.
 
     The pruner weights of the cell form one vector parameter, `weights`, in the
-    order of `pruner_ids`. `sizes` holds each connection's training-memory size
+    order of `pruner_ids`. `sizes` contains each connection's training-memory size
     in bytes (set by `bonsai.memory`), and `initial_size` their sum before any
     pruning, the denominator of the cell's compression.
     """
@@ -152,7 +152,7 @@ class SearchCell(nn.Module):
         return self.output_node in reached
 
     def can_remove(self, pruner_id: str) -> bool:
-        """Whether removing `pruner_id` leaves a path from an input to the output."""
+        """Return True when removing `pruner_id` leaves a path from an input to the output."""
         edges = {key: list(ops) for key, ops in self.edges.items()}
         input1 = list(self.input1)
         _remove_from(edges, input1, parse_pruner_id(pruner_id))
@@ -241,7 +241,7 @@ class SearchCell(nn.Module):
         return gate_values(self.weights, self.pruner_m)
 
     def compression(self, gates: torch.Tensor | None = None) -> torch.Tensor:
-        """c_actual = sum_j s_j (G(w_j) + S(w_j)) / sum_j s_j over the cell's initial connections."""
+        """c_actual = sum_j s_j (G(w_j) + S(w_j)) / sum_j s_j, over the initial connections."""
         if gates is None:
             gates = self.gates()
         if self.initial_size <= 0:

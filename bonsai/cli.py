@@ -115,7 +115,8 @@ def _print_event(event: dict[str, Any], bar: _ProgressBar | None) -> None:
         targets = ", ".join("-" if t is None else f"{t:.3f}" for t in data["targets"])
         print(
             f"searching on {data['dataset']['name']} ({data['device']}): budget "
-            f"{format_size(data['budget'])}, hyper-connected {format_size(data['hyper_connected_memory'])}, "
+            f"{format_size(data['budget'])}, hyper-connected "
+            f"{format_size(data['hyper_connected_memory'])}, "
             f"targets per section {targets}",
             flush=True,
         )
@@ -123,7 +124,8 @@ def _print_event(event: dict[str, Any], bar: _ProgressBar | None) -> None:
         types = "".join("R" if c["type"] == "reduction" else "N" for c in data["cells"])
         pruners = sum(len(c["pruners"]) for c in data["cells"])
         print(
-            f"section {data['section']} ({types}) added at epoch {data['start_epoch']}: {pruners} pruners",
+            f"section {data['section']} ({types}) added at epoch {data['start_epoch']}: "
+            f"{pruners} pruners",
             flush=True,
         )
     elif kind == "epoch_end":
@@ -133,7 +135,8 @@ def _print_event(event: dict[str, Any], bar: _ProgressBar | None) -> None:
         target = data["targets"][0] if data["targets"] else None
         target_text = "" if target is None else f" (target {target:.3f})"
         print(
-            f"epoch {event['epoch']:>3}  section {data['section']}  train {data['train_accuracy']:.2f}%  "
+            f"epoch {event['epoch']:>3}  section {data['section']}  "
+            f"train {data['train_accuracy']:.2f}%  "
             f"test {data['test_accuracy']:.2f}%  loss {data['train_loss']:.3f}  compression "
             f"{compression:.3f}{target_text}  memory {format_size(data['memory_measured'])}  "
             f"deadheaded {data['deadheaded_total']}  {data['elapsed']:.0f} s",
@@ -181,13 +184,15 @@ def _command_show(args: argparse.Namespace) -> int:
     genotype = load_genotype(args.genotype)
     model = build_model(genotype)
     print(
-        f"genotype {args.genotype}: {len(genotype.cells)} cells in {len(genotype.sections)} sections"
+        f"genotype {args.genotype}: {len(genotype.cells)} cells "
+        f"in {len(genotype.sections)} sections"
     )
     for cell, module in zip(genotype.cells, model.cells, strict=True):
         params = sum(p.numel() for p in module.parameters())
         print(
-            f"cell {cell['index']} ({cell['type']}, section {cell['section']}, {cell['channels']} channels, "
-            f"{cell['resolution']}x{cell['resolution']}): compression {cell.get('compression', 1.0):.3f}, "
+            f"cell {cell['index']} ({cell['type']}, section {cell['section']}, "
+            f"{cell['channels']} channels, {cell['resolution']}x{cell['resolution']}): "
+            f"compression {cell.get('compression', 1.0):.3f}, "
             f"{params} parameters"
         )
         sources = ", ".join(term["source"] for term in cell["input1"]) or "none"
@@ -195,13 +200,15 @@ def _command_show(args: argparse.Namespace) -> int:
         for edge in cell["edges"]:
             ops = ", ".join(entry["op"] for entry in edge["ops"])
             print(
-                f"  {_node_name(edge['source'], cell['nodes'])} -> {_node_name(edge['target'], cell['nodes'])}: {ops}"
+                f"  {_node_name(edge['source'], cell['nodes'])} -> "
+                f"{_node_name(edge['target'], cell['nodes'])}: {ops}"
             )
     search = genotype.data.get("search", {})
     accuracy = search.get("test_accuracy")
     accuracy_text = f", test accuracy {accuracy:.2f}%" if accuracy is not None else ""
     print(
-        f"total: {model.count_parameters()} parameters, compression {genotype.data['compression']:.3f}"
+        f"total: {model.count_parameters()} parameters, "
+        f"compression {genotype.data['compression']:.3f}"
         f"{accuracy_text}"
     )
     return 0
@@ -233,7 +240,8 @@ def _command_train_genotype(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
     )
     print(
-        f"trained: test accuracy {result['test_accuracy']:.2f}%, {result['params']} parameters; wrote {args.out}/checkpoint.pt"
+        f"trained: test accuracy {result['test_accuracy']:.2f}%, {result['params']} "
+        f"parameters; wrote {args.out}/checkpoint.pt"
     )
     return 0
 
@@ -257,7 +265,8 @@ def _command_estimate(args: argparse.Namespace) -> int:
         print(json.dumps(estimate, indent=2))
         return 0 if estimate["fits"] else 1
     print(
-        f"budget {format_size(estimate['budget'])}, hyper-connected {format_size(estimate['hyper_connected_bytes'])}"
+        f"budget {format_size(estimate['budget'])}, "
+        f"hyper-connected {format_size(estimate['hyper_connected_bytes'])}"
     )
     for section in estimate["sections"]:
         target = "-" if section["target"] is None else f"{section['target']:.3f}"
@@ -274,7 +283,7 @@ def _command_estimate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bonsai",
-        description="Bonsai-Net: neural architecture search with differentiable, memory-aware pruners.",
+        description="Bonsai-Net: architecture search with differentiable, memory-aware pruners.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -97,7 +97,7 @@ def format_size(size: float) -> str:
 
 
 def parse_sections(value: str | list[str] | tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
-    """Parse ``NN,R,NN`` into cell types per section, e.g. ((normal, normal), (reduction,), ...)."""
+    """Parse ``NN,R,NN`` into cell types per section: ((normal, normal), (reduction,), ...)."""
     parts = value.split(",") if isinstance(value, str) else list(value)
     if not parts:
         raise ConfigError("sections", "at least one section is needed, e.g. NN,R,NN")
@@ -491,7 +491,7 @@ _FIELD_DOCS: dict[str, tuple[str, str]] = {
 
 
 def config_fields(preset: str = "digits") -> list[dict[str, Any]]:
-    """Describe every config field (name, type, default, unit, help, choices) for forms and help."""
+    """Describe every config field (name, type, default, unit, help, choices) for forms."""
     defaults = SearchConfig.from_dict({"preset": preset})
     rows = []
     for spec in dataclasses.fields(SearchConfig):

@@ -268,7 +268,7 @@ class MemoryModel:
     # -- predictions -------------------------------------------------------------------
 
     def cell_bytes(self, cell: SearchCell) -> dict[str, int]:
-        """Predicted bytes of a cell as it is now: fixed, connections, shared parts, node tensors."""
+        """Predict a cell's bytes as it is now: fixed, connections, shared parts, node tensors."""
         state_bytes = (
             self.batch_size * cell.channels * cell.resolution**2 * _element_size(self.dtype)
         )
@@ -435,7 +435,8 @@ def plan_budget(
             needed = int(fixed + section_bytes[n] + smallest * variable)
             raise SectionFitError(
                 f"section {n} ({len(cells_of(n))} cells) does not fit the budget of "
-                f"{_format(budget)}: it needs {_format(section_bytes[n])} hyper-connected, and the "
+                f"{_format(budget)}: it needs {_format(section_bytes[n])} hyper-connected, "
+                "and the "
                 f"cells before it cannot shrink below {_format(fixed + smallest * variable)}; "
                 f"raise the budget to at least {_format(needed)} or use fewer channels or nodes"
             )

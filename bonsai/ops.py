@@ -51,7 +51,7 @@ class SepConv(nn.Sequential):
 
 
 class DilConv(nn.Sequential):
-    """Dilated (rate 2) depthwise k x k convolution -> pointwise 1 x 1 -> BN, after an external ReLU."""
+    """Dilated (rate 2) depthwise k x k conv -> pointwise 1 x 1 -> BN, after an external ReLU."""
 
     def __init__(self, channels: int, kernel_size: int) -> None:
         padding = kernel_size - 1  # keeps the size at dilation 2
@@ -94,7 +94,7 @@ class OperationSpec:
 
     `factory(channels)` builds the module of a parametric operation and is None
     for a parameter-free one, whose `apply(x)` is computed directly from the node.
-    `reads_relu` says whether the module reads ReLU(x) rather than x.
+    `reads_relu` is true when the module reads ReLU(x) rather than x.
     """
 
     name: str

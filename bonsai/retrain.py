@@ -139,7 +139,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, 
 def evaluate_checkpoint(
     path: str | os.PathLike[str], dataset: str, data_dir: str | None = None, device: str = "auto"
 ) -> dict[str, Any]:
-    """Test accuracy of a checkpoint, with the normalisation and test subset it was trained with."""
+    """Evaluate a checkpoint with the normalisation and test subset it was trained with."""
     model, payload = load_checkpoint(path)
     data = load_dataset(dataset, data_dir, max_test=payload.get("max_test_images"))
     _check_shape(model.genotype.data["input"], data)

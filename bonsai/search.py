@@ -427,7 +427,8 @@ class _Search:
                 loss = loss + comp_loss
             if not torch.isfinite(loss):
                 raise SearchFailed(
-                    f"training diverged: the loss is {float(loss)} at epoch {epoch}, batch {index}; "
+                    f"training diverged: the loss is {float(loss.detach())} at epoch {epoch}, "
+                    f"batch {index}; "
                     "lower lr or gate_lr"
                 )
             self.optimizer.zero_grad(set_to_none=True)

@@ -26,7 +26,7 @@ CHECKPOINT_FORMAT = "bonsai-checkpoint"
 
 
 def resolve_device(name: str) -> torch.device:
-    """Turn ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` into a device; CUDA is only queried when asked."""
+    """Turn ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` into a device; ``cpu`` never queries CUDA."""
     if name == "cpu":
         return torch.device("cpu")
     available = torch.cuda.is_available()
