@@ -16,12 +16,16 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
         return {}
     messages = settings.broker_dir / "messages"
     processed = settings.broker_dir / "processed"
-    messages.mkdir(parents=True, exist_ok=True)
-    processed.mkdir(parents=True, exist_ok=True)
+    # kombu keeps its exchange tables in "control" under the working directory
+    # unless told otherwise.
+    control = settings.broker_dir / "control"
+    for folder in (messages, processed, control):
+        folder.mkdir(parents=True, exist_ok=True)
     return {
         "data_folder_in": str(messages),
         "data_folder_out": str(messages),
         "processed_folder": str(processed),
+        "control_folder": str(control),
         "store_processed": False,
     }
 
