@@ -1,7 +1,7 @@
 // Hash router of the pages. Each page renders into #view and returns a cleanup
 // function that stops its timers and event streams when the user navigates away.
 
-import { onConnectionChange } from "./api.js";
+import { api, login, onConnectionChange } from "./api.js";
 import { clear, el } from "./dom.js";
 import { purgeCharts } from "./charts.js";
 import { renderList } from "./pages/list.js";
@@ -56,6 +56,25 @@ async function route() {
   }
 }
 
+/** Sign in before the first page when the server requires a token, and offer sign-out. */
+async function startSession() {
+  let session = null;
+  try {
+    session = await api("/api/session");
+  } catch (error) {
+    console.warn("Reading the session failed, so sign-in waits for the first 401", error);
+    return;
+  }
+  if (session.auth_required && !session.authenticated) await login();
+  if (!session.auth_required) return;
+  const signOut = document.getElementById("sign-out");
+  signOut.hidden = false;
+  signOut.addEventListener("click", async () => {
+    await api("/api/logout", { method: "POST" }).catch((error) => console.warn("Sign-out failed", error));
+    window.location.reload();
+  });
+}
+
 onConnectionChange(showConnection);
 window.addEventListener("hashchange", route);
-route();
+startSession().finally(route);

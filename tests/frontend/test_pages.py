@@ -329,6 +329,9 @@ def test_login_asked_once(browser: Any, service: Service) -> None:
         assert tab.locator("#login-dialog").count() == 0
         cookies = {cookie["name"]: cookie for cookie in fresh.cookies()}
         assert cookies["bonsai_session"]["httpOnly"]
+        # Signing out clears the cookie, so the next page asks again.
+        tab.locator("#sign-out").click()
+        tab.locator("#login-dialog").wait_for()
     finally:
         fresh.close()
 

@@ -28,6 +28,7 @@ function searchLabel(search) {
 function row(search, onCancel) {
   const link = el("a", { href: `#/searches/${encodeURIComponent(search.id)}`, class: "search-name", text: search.name || search.id.slice(0, 8) });
   const active = !TERMINAL_STATES.has(search.state);
+  const cancelling = active && search.cancel_requested;
   return el(
     "tr",
     { dataset: { searchId: search.id, state: search.state } },
@@ -41,7 +42,8 @@ function row(search, onCancel) {
     el("td", { class: "num", text: formatCount(search.params) }),
     el("td", { class: "num", text: formatFraction(search.compression) }),
     el("td", { class: "row-actions" },
-      active ? el("button", { type: "button", class: "small danger", text: "Cancel", onclick: () => onCancel(search) }) : null),
+      cancelling ? el("span", { class: "muted small", text: "cancelling…" }) : null,
+      active && !cancelling ? el("button", { type: "button", class: "small danger", text: "Cancel", onclick: () => onCancel(search) }) : null),
   );
 }
 

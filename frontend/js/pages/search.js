@@ -220,7 +220,16 @@ export async function renderSearch(view, id) {
     const base = `/api/searches/${encodeURIComponent(search.id)}`;
     const finished = TERMINAL_STATES.has(search.state);
     const buttons = [];
-    if (!finished) buttons.push(el("button", { type: "button", class: "danger", id: "cancel-search", text: "Cancel", onclick: cancel }));
+    if (!finished) {
+      buttons.push(el("button", {
+        type: "button",
+        class: "danger",
+        id: "cancel-search",
+        text: search.cancel_requested ? "Cancelling…" : "Cancel",
+        disabled: Boolean(search.cancel_requested),
+        onclick: cancel,
+      }));
+    }
     buttons.push(el("button", { type: "button", id: "download-genotype", text: "Genotype JSON", disabled: search.state !== "succeeded" && search.state !== "cancelled", onclick: downloadGenotype }));
     buttons.push(el("a", { class: `button${search.state === "succeeded" ? "" : " disabled"}`, id: "download-checkpoint", href: search.state === "succeeded" ? `${base}/checkpoint` : null, download: "", "aria-disabled": search.state === "succeeded" ? null : "true", text: "Checkpoint" }));
     if (!search.baseline) {
