@@ -238,6 +238,7 @@ def _command_train_genotype(args: argparse.Namespace) -> int:
         device=args.device,
         seed=int(args.seed),
         show_progress=not args.quiet,
+        num_threads=int(args.num_threads),
     )
     print(
         f"trained: test accuracy {result['test_accuracy']:.2f}%, {result['params']} "
@@ -323,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     train.add_argument("--seed", default=0, help="random seed (default 0)")
+    train.add_argument("--num-threads", default=1, help="torch threads on the CPU (default 1)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_command_train_genotype)
 

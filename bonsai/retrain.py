@@ -41,17 +41,21 @@ def train_genotype(
     device: str = "auto",
     seed: int = 0,
     show_progress: bool = True,
+    num_threads: int = 1,
 ) -> dict[str, Any]:
     """Train the genotype's discovered model from a fresh initialisation; write checkpoint.pt.
 
     SGD with momentum and a cosine learning-rate schedule over `epochs`; the
-    auxiliary towers are weighted `aux_weight` in the loss.
+    auxiliary towers are weighted `aux_weight` in the loss. On the CPU, torch uses
+    `num_threads` threads, one by default, as a search does.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     genotype = load_genotype(genotype_path)
     torch.manual_seed(seed)
     target = resolve_device(device)
+    if target.type == "cpu":
+        torch.set_num_threads(num_threads)
     data = load_dataset(dataset, data_dir)
     _check_shape(genotype.data["input"], data)
     model = build_model(genotype).to(target).to(memory_format=torch.channels_last)

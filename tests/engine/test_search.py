@@ -251,6 +251,11 @@ def test_forced_cut_meets_target(tmp_path: Path) -> None:
     assert genotype is not None
     first_cell = genotype["cells"][0]
     assert first_cell["compression"] <= targets[1] + 1e-3
+    # The target is never met while learning, so lambda doubles every period (one
+    # batch here, 8 a epoch) and starts again from lambda_init in the next cycle.
+    lambdas = [e["data"]["lambda"] for e in events if e["type"] == "epoch_end"]
+    assert lambdas[0] == pytest.approx(config.lambda_init * 2**8)
+    assert lambdas[1] == pytest.approx(config.lambda_init * 2**8)
 
 
 def test_cpu_run_makes_no_cuda_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -335,3 +340,10 @@ def test_baseline_without_reference_search_rejected(tmp_path: Path) -> None:
     config = bonsai.make_config("tiny", device="cpu", baseline=2, reference=str(tmp_path))
     with pytest.raises(bonsai.ConfigError, match="holds no finished search"):
         bonsai.run_search(config, workdir=tmp_path / "out")
+
+
+def test_sanitize_replaces_non_finite() -> None:
+    from bonsai.events import sanitize
+
+    cleaned = sanitize({"a": math.nan, "b": [math.inf, -math.inf, 1.5], "c": torch.tensor(2.0)})
+    assert cleaned == {"a": None, "b": [None, None, 1.5], "c": 2.0}
