@@ -1,7 +1,8 @@
 """Every state transition of a search, each one conditional update in the database.
 
 queued -> running (a worker claims the lease) -> succeeded | failed | cancelled;
-running -> queued (the reaper re-enqueues a lapsed lease); queued -> cancelled.
+running -> queued (the reaper re-enqueues a lapsed lease, or a worker shutting down
+releases it); queued -> cancelled.
 Conditions on state and lease owner make each transition safe against a duplicate task,
 a second reaper or a worker that lost its lease.
 """
@@ -59,7 +60,8 @@ def claim(
         search = session.get_one(Search, search_id)
         if search.started_at is None:
             search.started_at = now
-        return Claim(attempt=search.attempts, resume=search.attempts > 1)
+        # A search that stored events before ran already and may have a state.pt to resume.
+        return Claim(attempt=search.attempts, resume=search.last_seq is not None)
 
 
 def heartbeat(db: Database, search_id: str, owner: str, lease_seconds: float) -> bool:
@@ -84,6 +86,34 @@ def set_child_pid(db: Database, search_id: str, owner: str, pid: int | None) -> 
             .where(Search.id == search_id, Search.lease_owner == owner)
             .values(child_pid=pid)
         )
+
+
+def release(db: Database, search_id: str, owner: str) -> bool:
+    """Put a running search back in the queue because its worker is shutting down.
+
+    The run is not counted as an attempt, and the reaper sends the task again.
+    """
+    with db.write() as session:
+        result = session.execute(
+            update(Search)
+            .where(
+                Search.id == search_id,
+                Search.lease_owner == owner,
+                Search.state == SearchState.RUNNING,
+            )
+            .values(
+                state=SearchState.QUEUED,
+                attempts=Search.attempts - 1,
+                lease_owner=None,
+                lease_expires_at=None,
+                child_pid=None,
+                enqueued_at=None,
+            )
+        )
+        released = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if released:
+        logger.info("Search %s released to the queue by a worker shutting down", search_id)
+    return released
 
 
 def is_cancel_requested(db: Database, search_id: str) -> bool:

@@ -55,6 +55,10 @@ def _die_with_parent() -> None:
 
 def child_main(spec: ChildSpec, conn: Connection, stop: EventType) -> None:
     os.environ.update(spec.env)
+    # Ctrl-C in a terminal, or a stop of the whole process group, reaches this process too.
+    # The worker decides: it stops or kills this process and keeps the search resumable.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
     logging.basicConfig(
         level=spec.log_level, format="%(asctime)s %(levelname)s [%(name)s] %(message)s"

@@ -36,6 +36,10 @@ FINAL_FLUSH_TIMEOUT_SECONDS = 300.0
 CANCEL_POLL_SECONDS = 0.5
 KILL_WAIT_SECONDS = 10.0
 
+# Set when the worker begins a warm shutdown (SIGTERM or SIGINT): the running search is
+# stopped and put back in the queue, to resume from its last state.pt on another worker.
+WORKER_SHUTTING_DOWN = threading.Event()
+
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -142,6 +146,7 @@ class SearchJob:
         self.child_env = child_env
         self.workdir = settings.resolved_work_dir / search_id
         self.lease_lost = False
+        self.released = False
         self.cancel_requested = False
         self.first_flush = True
 
@@ -246,6 +251,12 @@ class SearchJob:
             )
             return
         self._flush(output, uploader, final=True)
+        if self.released:
+            retry_db(
+                lambda: lifecycle.release(self.db, self.search_id, self.owner),
+                "releasing the search",
+            )
+            return
         self._record_outcome(process.exitcode, output)
 
     def _supervise(
@@ -262,6 +273,13 @@ class SearchJob:
         while not output.closed.wait(interval):
             now = time.monotonic()
             self._flush(output, uploader)
+            if WORKER_SHUTTING_DOWN.is_set() and not self.cancel_requested:
+                logger.info(
+                    "Worker shutting down: stopping search %s to resume later", self.search_id
+                )
+                self.released = True
+                process.kill()
+                return
             if now >= next_heartbeat:
                 next_heartbeat = now + self.settings.heartbeat_seconds
                 if not self._heartbeat():

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, signals
 
 from backend.db import Database
 from backend.settings import Settings
 from backend.storage import ArtifactStore, create_store
 from worker.celery_app import RUN_SEARCH_TASK
-from worker.job import run_search_job
+from worker.job import WORKER_SHUTTING_DOWN, run_search_job
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +20,11 @@ logger = logging.getLogger(__name__)
 @lru_cache(maxsize=4)
 def _database(url: str) -> Database:
     return Database(url)
+
+
+@signals.worker_shutting_down.connect
+def _on_worker_shutting_down(**_kwargs: Any) -> None:
+    WORKER_SHUTTING_DOWN.set()
 
 
 def register_tasks(app: Celery, settings: Settings, child_env: dict[str, str]) -> None:

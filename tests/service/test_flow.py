@@ -290,6 +290,7 @@ def test_killed_worker_search_resumes(stack: Stack, client: httpx.Client) -> Non
     child_pid = row["child_pid"]
     os.kill(worker_pid, signal.SIGKILL)
     if stack.separate_worker:
+        stack.processes["worker"].wait(10)
         stack.start_worker()  # what a process supervisor does in production
     else:
         wait_for(
@@ -344,6 +345,30 @@ def test_estimate_reports_sections(client: httpx.Client) -> None:
     estimate = response.json()
     assert len(estimate["sections"]) == 3
     assert json.dumps(estimate, allow_nan=False)
+
+
+def test_worker_shutdown_requeues_search(stack: Stack, client: httpx.Client) -> None:
+    search = create_search(client, name="worker-shutdown", epochs=6)
+    search_id = search["id"]
+    wait_for(
+        lambda: "state.pt" in _artifact_kinds(stack, search_id), 90, "the first stored state.pt"
+    )
+    row = search_row(stack, search_id)
+    worker_pid = int(row["worker"].rsplit(":", 1)[1])
+    # SIGTERM is Celery's warm shutdown, as `docker stop` or a service manager sends it.
+    os.kill(worker_pid, signal.SIGTERM)
+    if stack.separate_worker:
+        # The test started this worker, so only the test can reap its exit.
+        stack.processes["worker"].wait(30)
+        stack.start_worker()
+    else:
+        wait_for(lambda: not process_exists(worker_pid), 30, "the worker to exit")
+
+    final = wait_state(client, search_id, FINAL)
+    assert final["state"] == "succeeded", final["error"]
+    assert final["attempts"] == 1
+    events = [m for m in stream(client, search_id) if m.id is not None]
+    assert [m.id for m in events] == list(range(len(events)))
 
 
 def _database_hiccup(stack: Stack) -> None:

@@ -117,10 +117,23 @@ def test_reap_leaves_live_lease(db: Database) -> None:
 def test_reap_resumes_on_next_claim(db: Database) -> None:
     search_id = add_search(db)
     lifecycle.claim(db, search_id, "owner-a", "host:1", 30)
+    with db.write() as session:
+        session.get_one(Search, search_id).last_seq = 10
     lapse(db, search_id)
     lifecycle.reap(db, MAX_REQUEUES)
     claim = lifecycle.claim(db, search_id, "owner-b", "host:2", 30)
     assert claim == lifecycle.Claim(attempt=2, resume=True)
+
+
+def test_release_requeues_without_attempt(db: Database) -> None:
+    search_id = add_search(db)
+    lifecycle.claim(db, search_id, "owner-a", "host:1", 30)
+    assert lifecycle.release(db, search_id, "owner-b") is False
+    assert lifecycle.release(db, search_id, "owner-a") is True
+    search = read(db, search_id)
+    assert search.state == SearchState.QUEUED
+    assert search.attempts == 0
+    assert search.enqueued_at is None
 
 
 def test_reap_fails_after_max_requeues(db: Database) -> None:
