@@ -8,4 +8,12 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    """Log at `level` (BONSAI_LOG_LEVEL) to stderr.
+
+    The `bonsai` command may have configured the root logger already, for its quieter
+    default; a service logs its starts, stops and retries, so its level wins.
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format=LOG_FORMAT)
+    root.setLevel(level.upper())
