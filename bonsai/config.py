@@ -172,7 +172,10 @@ class SearchConfig:
             raise ConfigError(
                 unknown[0], f"unknown field; valid fields are {', '.join(sorted(known))}"
             )
-        preset_name = values.get("preset") or "digits"
+        # Without a preset, a data set that has one uses it: it is sized for that data.
+        dataset = values.get("dataset")
+        default_preset = dataset if isinstance(dataset, str) and dataset in PRESETS else "digits"
+        preset_name = values.get("preset") or default_preset
         if preset_name not in PRESETS:
             raise ConfigError(
                 "preset", f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}"

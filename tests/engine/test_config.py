@@ -102,3 +102,10 @@ def test_config_fields_cover_every_field() -> None:
         "device",
     } <= names
     assert all(row["help"] for row in config_fields())
+
+
+def test_dataset_selects_its_preset() -> None:
+    config = SearchConfig.from_dict({"dataset": "fashion-mnist"})
+    assert config.preset == "fashion-mnist"
+    assert config.channels == bonsai.PRESETS["fashion-mnist"]["channels"]
+    assert SearchConfig.from_dict({"dataset": "svhn"}).preset == "digits"
