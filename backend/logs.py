@@ -10,8 +10,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 def configure_logging(level: str) -> None:
     """Log at `level` (BONSAI_LOG_LEVEL) to stderr.
 
-    The `bonsai` command may have configured the root logger already, for its quieter
-    default; a service logs its starts, stops and retries, so its level wins.
+    The `bonsai` command may have configured the root logger already with its quieter
+    default. A service logs its starts, stops and retries, so the service's level wins.
     """
     root = logging.getLogger()
     if not root.handlers:
