@@ -71,6 +71,8 @@ async def event_stream(
     try:
         yield f"retry: {RETRY_MILLISECONDS}\n\n"
         while not await request.is_disconnected():
+            # NOTE: a client connected while a search resumes has already received the
+            # events that the resume supersedes; only a new stream replays one history.
             events, search = await run_in_threadpool(_poll, services, search_id, after)
             if search is None:
                 break  # deleted while streaming
