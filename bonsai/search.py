@@ -160,7 +160,13 @@ class _Search:
                 raise ConfigError(
                     "resume", "the configuration differs from the one the search started with"
                 )
-            config = self.config = saved.replace(device=config.device, name=config.name)
+            config = self.config = saved.replace(
+                device=config.device,
+                name=config.name,
+                num_threads=config.num_threads,
+                data_dir=config.data_dir,
+                reference=config.reference,
+            )
 
         self.baseline = None
         if config.baseline:
@@ -728,8 +734,13 @@ class _Search:
 
 
 def _comparable(config: SearchConfig) -> dict[str, Any]:
+    """The fields a resumed search must share with the saved one.
+
+    Paths may differ when a search resumes on another machine, and the name,
+    device and thread count do not change what is learned.
+    """
     values = config.to_dict()
-    for key in ("name", "device", "num_threads"):
+    for key in ("name", "device", "num_threads", "data_dir", "reference"):
         values.pop(key, None)
     return values
 
