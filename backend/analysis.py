@@ -77,7 +77,8 @@ def graph_from_events(events: list[Event], epoch: int | None) -> dict[str, Any]:
         data = event.get("data") or {}
         kind = event["type"]
         if kind == "search_started":
-            initial_weight = _number_or_none((data.get("config") or {}).get("gate_init"))
+            resolved = data.get("gate_init", (data.get("config") or {}).get("gate_init"))
+            initial_weight = _number_or_none(resolved)
         elif kind == "section_added":
             for structure in data.get("cells", []):
                 structures[structure["index"]] = structure

@@ -627,6 +627,7 @@ class _Search:
                         "channels": self.data.channels,
                     },
                     "baseline": config.baseline,
+                    "gate_init": config.resolved_gate_init,
                 },
             )
             self.phase = 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Annotated, Any
 
@@ -10,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from backend.analysis import graph_from_events
 from backend.models import Deadhead, EpochMetric, Event, PrunerSnapshot, Search, Section
 from backend.schemas import Page, PrunerPage
 from backend.services import ServicesDep, get_search_or_404
@@ -18,7 +18,13 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/searches", tags=["history"])
 
-GRAPH_EVENT_TYPES = ("section_added", "deadheaded", "pruner_snapshot", "epoch_end")
+GRAPH_EVENT_TYPES = (
+    "search_started",
+    "section_added",
+    "deadheaded",
+    "pruner_snapshot",
+    "epoch_end",
+)
 
 Offset = Annotated[int, Query(ge=0)]
 Limit = Annotated[int, Query(ge=1, le=5000)]
@@ -182,14 +188,7 @@ def read_graph(
             ],
         )
     try:
-        analysis = importlib.import_module("backend.analysis")
-    except ImportError as error:
-        logger.error("backend.analysis cannot be imported: %s", error)
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, f"graph analysis is not available: {error}"
-        ) from error
-    try:
-        result: dict[str, Any] = analysis.graph_from_events(events, epoch)
+        result: dict[str, Any] = graph_from_events(events, epoch)
     except ValueError as error:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
