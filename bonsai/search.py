@@ -367,7 +367,11 @@ class _Search:
             self._deadhead(requests, "gate_off", epoch)
 
     def _force_target(self, target: float, epoch: int) -> None:
-        """Cut the smallest gates of each cell until its compression meets the target."""
+        """Cut the smallest gates of each cell until its compression meets the target.
+
+        Gates already off are cut too: left in place, they could open again in a
+        later phase and take the cell back above its target.
+        """
         requests: dict[int, list[str]] = {}
         for cell in self.net.cells:
             weights = cell.weights.detach().cpu()
@@ -377,16 +381,17 @@ class _Search:
             order = sorted(range(len(cell.pruner_ids)), key=lambda i: float(weights[i]))
             chosen = []
             for i in order:
-                if excess <= 0:
+                if float(weights[i]) <= 0:
+                    chosen.append(cell.pruner_ids[i])
+                elif excess > 0 and float(kept[i]) > 0:
+                    chosen.append(cell.pruner_ids[i])
+                    excess -= float(kept[i])
+                elif excess <= 0:
                     break
-                if float(kept[i]) <= 0:
-                    continue
-                chosen.append(cell.pruner_ids[i])
-                excess -= float(kept[i])
             if chosen:
                 requests[cell.index] = chosen
         self._deadhead(requests, "forced", epoch)
-        # Gates that are still off after the cut would reopen at no cost; close them.
+        # Only a cell's last path, which is never cut, can keep it above the target.
         for cell in self.net.cells:
             compression = float(
                 (step_gate(cell.weights.detach().cpu()).double() * cell.sizes.cpu()).sum()
