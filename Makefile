@@ -3,7 +3,8 @@
 #               http://127.0.0.1:8000 with the embedded default (SQLite and a
 #               file-system broker under $BONSAI_HOME, default ~/.bonsai).
 #   make test   installs the project, the test tools and the Debian packages the
-#               tests need (Fashion-MNIST files, Chromium), then runs lint and pytest.
+#               tests need (Fashion-MNIST files, Chromium, docker-compose), then runs
+#               ruff, mypy and pytest.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -38,6 +39,7 @@ system-packages:
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy backend worker
 
 test: install-test system-packages lint
 	$(BIN)/python -m pytest -q
