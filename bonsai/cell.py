@@ -333,7 +333,7 @@ def run_nodes(
     plan: Plan,
     relu_sources: set[int],
     convs: nn.ModuleDict,
-    gates: torch.Tensor,
+    gates: torch.Tensor | None,
     input0: torch.Tensor,
     input1: torch.Tensor | None,
     drop: float,
@@ -342,9 +342,11 @@ def run_nodes(
 
     Node j = sum over live edges i -> j and their operations of gate * op(node i).
     ReLU and pooling of a source node are computed once and shared by every edge
-    that reads them. With `drop` > 0, drop-path zeroes whole samples of each
-    non-identity operation's output.
+    that reads them. `gates` None sums the operations unscaled, which equals
+    gates of exactly 1 at less cost. With `drop` > 0, drop-path zeroes whole
+    samples of each non-identity operation's output.
     """
+    factors = gates.unbind() if gates is not None else None
     states: dict[int, torch.Tensor] = {0: input0}
     if input1 is not None:
         states[1] = input1
@@ -370,7 +372,11 @@ def run_nodes(
                     y = pooled[key]
                 if drop > 0 and op != "identity":
                     y = drop_path(y, drop)
-                total = y * gates[k] if total is None else torch.addcmul(total, y, gates[k])
+                if factors is None:
+                    total = y if total is None else total + y
+                else:
+                    gate = factors[k]
+                    total = y * gate if total is None else torch.addcmul(total, y, gate)
         assert total is not None
         states[target] = total
     return states[plan[-1][0]]

@@ -58,16 +58,28 @@ class DiscoveredCell(nn.Module):
         ]
         self._plan, self._relu_sources = build_plan(self.nodes, edges, index, self.index)
         self.register_buffer("scales", torch.ones(len(pruner_ids)))
+        # A freshly built model has unit scales and skips multiplying by them;
+        # loading a state dict (a folded search network) rechecks.
+        self._unit_scales = True
+        self.register_load_state_dict_post_hook(_check_unit_scales)
 
     def forward(self, input0: torch.Tensor, sources: dict[str, torch.Tensor]) -> torch.Tensor:
-        scales = self.scales
+        scales = None if self._unit_scales else self.scales
         input1: torch.Tensor | None = None
         for name, k in self._input1_plan:
             term = self.adapters1[name](sources[name])
-            input1 = term * scales[k] if input1 is None else torch.addcmul(input1, term, scales[k])
+            if scales is None:
+                input1 = term if input1 is None else input1 + term
+            else:
+                scale = scales[k]
+                input1 = term * scale if input1 is None else torch.addcmul(input1, term, scale)
         drop = self.drop_path_probability if self.training else 0.0
         x0 = self.adapter0(input0)
         return run_nodes(self._plan, self._relu_sources, self.convs, scales, x0, input1, drop)
+
+
+def _check_unit_scales(cell: DiscoveredCell, incompatible_keys: object) -> None:
+    cell._unit_scales = bool(torch.all(cell.scales == 1))
 
 
 class DiscoveredNetwork(nn.Module):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,9 +23,85 @@ __all__ = [
     "OPERATIONS",
     "OPERATION_NAMES",
     "OperationSpec",
+    "DepthwiseConv2d",
     "ReLUConvBN",
     "create_operation",
 ]
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """Depthwise k x k convolution at stride 1 that keeps the height and width.
+
+    On the CPU a dilated one runs through `_DepthwiseConvFunction`, whose input
+    gradient is a forward convolution with the flipped kernel.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int = 1) -> None:
+        super().__init__(
+            channels,
+            channels,
+            kernel_size,
+            padding=dilation * (kernel_size - 1) // 2,
+            dilation=dilation,
+            groups=channels,
+            bias=False,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and self.dilation != (1, 1):
+            return _DepthwiseConvFunction.apply(x, self.weight, self.padding, self.dilation)
+        return super().forward(x)
+
+
+class _DepthwiseConvFunction(torch.autograd.Function):
+    """Depthwise convolution at stride 1 with "same" padding and a faster input gradient.
+
+    The input gradient of such a convolution is the same convolution with the
+    kernel flipped in height and width. On the CPU of docs/benchmarks.md (torch
+    2.14, oneDNN, channels-last), torch's own input gradient of a dilated
+    depthwise convolution took about 4 times as long as that forward
+    convolution. The weight gradient is torch's own. The function saves the
+    input and the weight, as `nn.Conv2d` does, so memory is unchanged.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        ctx.dilation = dilation
+        return nn.functional.conv2d(x, weight, None, 1, padding, dilation, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        groups = weight.shape[0]
+        grad_input = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            flipped = weight.flip((2, 3))
+            grad_input = nn.functional.conv2d(
+                grad, flipped, None, 1, ctx.padding, ctx.dilation, groups
+            )
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.ops.aten.convolution_backward(
+                grad,
+                x,
+                weight,
+                None,
+                [1, 1],
+                list(ctx.padding),
+                list(ctx.dilation),
+                False,
+                [0, 0],
+                groups,
+                [False, True, False],
+            )[1]
+        return grad_input, grad_weight, None, None
 
 
 class SepConv(nn.Sequential):
@@ -34,17 +111,12 @@ class SepConv(nn.Sequential):
     """
 
     def __init__(self, channels: int, kernel_size: int) -> None:
-        padding = kernel_size // 2
         super().__init__(
-            nn.Conv2d(
-                channels, channels, kernel_size, padding=padding, groups=channels, bias=False
-            ),
+            DepthwiseConv2d(channels, kernel_size),
             nn.Conv2d(channels, channels, 1, bias=False),
             nn.BatchNorm2d(channels),
             nn.ReLU(),
-            nn.Conv2d(
-                channels, channels, kernel_size, padding=padding, groups=channels, bias=False
-            ),
+            DepthwiseConv2d(channels, kernel_size),
             nn.Conv2d(channels, channels, 1, bias=False),
             nn.BatchNorm2d(channels),
         )
@@ -54,17 +126,8 @@ class DilConv(nn.Sequential):
     """Dilated (rate 2) depthwise k x k conv -> pointwise 1 x 1 -> BN, after an external ReLU."""
 
     def __init__(self, channels: int, kernel_size: int) -> None:
-        padding = kernel_size - 1  # keeps the size at dilation 2
         super().__init__(
-            nn.Conv2d(
-                channels,
-                channels,
-                kernel_size,
-                padding=padding,
-                dilation=2,
-                groups=channels,
-                bias=False,
-            ),
+            DepthwiseConv2d(channels, kernel_size, dilation=2),
             nn.Conv2d(channels, channels, 1, bias=False),
             nn.BatchNorm2d(channels),
         )
