@@ -7,6 +7,10 @@
 3. The memory model's prediction is within 10% of a measured training step.
 4. The discovered model trains and infers within 5% of the same architecture
    written by hand.
+5. Other packages' benchmarks (the service's), found through the
+   ``bonsai.benchmarks`` entry-point group: each entry point is a function
+   ``run(quick: bool)`` returning rows with ``target``, ``value``, ``unit``,
+   ``threshold``, ``passed`` and ``detail``. Only run when asked (`--targets 5`).
 
 docs/benchmarks.md records the figures and the commands behind them.
 """
@@ -54,7 +58,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument(
-        "--targets", default="1,2,3,4", help="comma-separated targets to run (default 1,2,3,4)"
+        "--targets",
+        default="1,2,3,4",
+        help="comma-separated targets to run; 5 runs the service benchmarks (default 1,2,3,4)",
     )
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed steps per variant (default 7, quick 5)"
@@ -79,9 +85,9 @@ def _command_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     targets = {int(part) for part in args.targets.split(",") if part.strip()}
-    unknown = targets - {1, 2, 3, 4}
+    unknown = targets - {1, 2, 3, 4, 5}
     if unknown:
-        raise ValueError(f"unknown targets {sorted(unknown)}; choose from 1, 2, 3, 4")
+        raise ValueError(f"unknown targets {sorted(unknown)}; choose from 1, 2, 3, 4, 5")
     if args.quick:
         sizes, repeats = QUICK_SIZES, 5
     elif args.cifar:
@@ -94,6 +100,10 @@ def _command_bench(args: argparse.Namespace) -> int:
         repeats = args.repeats
     naive = Path(args.naive) if args.naive else _repository_root() / DEFAULT_NAIVE
     report = run_bench(sizes, targets, resolve_device(args.device), naive, repeats, echo=True)
+    if 5 in targets:
+        report["results"] += run_plugin_benchmarks(quick=args.quick, echo=True)
+    else:
+        print("target 5  service benchmarks: not run here; add 5 to --targets to run them")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -194,6 +204,44 @@ def _run_size(
     if 4 in targets:
         # Target 4's steps are short, so they get three times the repeats.
         yield from retrained_model_target(size, device, 3 * repeats, warmup)
+
+
+def run_plugin_benchmarks(quick: bool, echo: bool = False) -> list[dict[str, Any]]:
+    """Run every ``bonsai.benchmarks`` entry point; one that fails becomes a missed result."""
+    from importlib.metadata import entry_points
+
+    results = []
+    for entry in sorted(entry_points(group="bonsai.benchmarks"), key=lambda e: e.name):
+        try:
+            rows = list(entry.load()(quick))
+        except Exception as error:  # noqa: BLE001 - a broken plug-in is reported, not raised
+            rows = [
+                {
+                    "target": f"{entry.name} benchmark",
+                    "value": None,
+                    "unit": "",
+                    "threshold": None,
+                    "passed": False,
+                    "detail": f"failed: {type(error).__name__}: {error}",
+                }
+            ]
+        for row in rows:
+            result = {
+                "target": 5,
+                "name": f"{entry.name}: {row['target']}",
+                "ratio": row["value"],
+                "limit": f"{row['threshold']} {row['unit']}".strip(),
+                "passed": bool(row["passed"]),
+                "status": "pass" if row["passed"] else "miss",
+                "details": dict(row),
+            }
+            results.append(result)
+            if echo:
+                print(
+                    f"target 5  {result['name']}: {row['value']} {row['unit']} "
+                    f"(limit {result['limit']}): {result['status']}  [{row['detail']}]"
+                )
+    return results
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -100,3 +100,38 @@ def test_bench_subcommand_registered() -> None:
     assert args.quick
     assert args.json == "out.json"
     assert args.handler.__module__ == "bonsai.bench"
+
+
+class FakeEntryPoint:
+    def __init__(self, name: str, run) -> None:
+        self.name = name
+        self._run = run
+
+    def load(self):
+        return self._run
+
+
+def failing_run(quick: bool) -> list:
+    raise RuntimeError("no database")
+
+
+def test_plugin_benchmarks_rows_and_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    row = {
+        "target": "5b stores rows",
+        "value": 12000.0,
+        "unit": "rows/s",
+        "threshold": 10000.0,
+        "passed": True,
+        "detail": "sqlite",
+    }
+    entries = [
+        FakeEntryPoint("service", lambda quick: [row]),
+        FakeEntryPoint("broken", failing_run),
+    ]
+    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: entries)
+    results = bench.run_plugin_benchmarks(quick=True)
+    assert [r["name"] for r in results] == ["broken: broken benchmark", "service: 5b stores rows"]
+    assert results[0]["status"] == "miss"
+    assert "no database" in results[0]["details"]["detail"]
+    assert results[1]["status"] == "pass"
+    assert results[1]["ratio"] == 12000.0
