@@ -1,8 +1,9 @@
 """The measurements behind `bonsai bench`, one function per target.
 
 Each returns a JSON-ready dict with `target`, `name`, `ratio`, `limit`, `passed`
-(None when skipped), `status` and `details`. Timings are medians of steps taken
-in turn with the steps they are compared with (`time_in_turn`), in one process.
+(None when skipped), `status` and `details`. Steps that are compared are timed
+in turn in one process (`time_in_turn`), and a ratio is the median of the
+rounds' ratios (`paired_ratio`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ import torch
 from torch import nn
 
 from bonsai._bench_handwritten import HandWrittenNetwork, fixed_genotype, hand_written_state
-from bonsai._bench_timing import inference_step, median, time_in_turn, training_step
+from bonsai._bench_timing import (
+    inference_step,
+    median,
+    paired_ratio,
+    time_in_turn,
+    training_step,
+)
 from bonsai.cell import CellInput, SearchCell
 from bonsai.memory import MemoryModel, measure_training_step
 from bonsai.model import build_model
@@ -160,7 +167,7 @@ def throughput_target(
     times = time_in_turn(steps, repeats, warmup, device)
     engine_rate = size.batch / median(times["engine"])
     naive_rate = size.batch / median(times["naive"])
-    ratio = engine_rate / naive_rate
+    ratio = paired_ratio(times["naive"], times["engine"])  # images/s of engine over naive
     equivalence = cell_equivalence(naive, size, device)
     passed = ratio >= THROUGHPUT_LIMIT and equivalence["same_losses"]
     return _result(
@@ -310,10 +317,9 @@ def pruning_target(
         for name, net in nets.items()
     }
     times = time_in_turn(steps, repeats, warmup, device)
-    hyper_step = median(times["hyper-connected"])
     results = []
     for goal, compression in reached.items():
-        ratio = median(times[f"c={goal}"]) / hyper_step
+        ratio = paired_ratio(times[f"c={goal}"], times["hyper-connected"])
         limit = compression + PRUNING_SLACK
         results.append(
             _result(
@@ -424,7 +430,7 @@ def retrained_model_target(
             steps = {"discovered": inference_step(discovered, x)}
             steps["hand-written"] = inference_step(hand, x)
         times = time_in_turn(steps, repeats, warmup, device)
-        ratio = median(times["discovered"]) / median(times["hand-written"])
+        ratio = paired_ratio(times["discovered"], times["hand-written"])
         results.append(
             _result(
                 4,

@@ -13,6 +13,7 @@ __all__ = [
     "Step",
     "inference_step",
     "median",
+    "paired_ratio",
     "time_in_turn",
     "training_step",
 ]
@@ -80,3 +81,12 @@ def time_in_turn(
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over rounds of numerator / denominator, from the same `time_in_turn` call.
+
+    Each round's two times were taken back to back, so their ratio is less
+    affected by the machine's drift than a ratio of two medians.
+    """
+    return median([a / b for a, b in zip(numerator, denominator, strict=True)])
