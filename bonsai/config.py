@@ -268,7 +268,9 @@ _NULLABLE = {"budget", "data_dir", "reference", "cutout", "gate_init", "gate_lr"
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(name, f"expected an integer, got {value!r}")
+    if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
         raise ConfigError(name, f"expected an integer, got {value!r}")
     value = int(value)
     if not low <= value <= high:

@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -99,7 +98,8 @@ def child_main(spec: ChildSpec, conn: Connection, stop: EventType) -> None:
         )
     except BaseException as error:
         logger.exception("Search %s raised an exception", spec.search_id)
-        conn.send(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)}"))
+        # The traceback goes to the log above; the user sees what failed and why.
+        conn.send(("error", f"{type(error).__name__}: {error}"))
         conn.close()
         raise SystemExit(1) from None
     conn.close()

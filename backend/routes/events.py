@@ -25,6 +25,9 @@ from backend.services import Services, ServicesDep, get_search_or_404
 
 logger = logging.getLogger(__name__)
 
+# Event seqs are stored as 64-bit integers.
+MAX_SEQ = 2**63 - 1
+
 router = APIRouter(prefix="/searches", tags=["events"])
 
 BATCH_EVENTS = 500
@@ -117,6 +120,8 @@ def stream_events(
         after = int(last_event_id) if last_event_id else -1
     except ValueError:
         after = -1
+    if not -1 <= after < MAX_SEQ:
+        after = -1  # not a seq this server sent: replay the whole history
     return StreamingResponse(
         event_stream(request, services, search_id, after),
         media_type="text/event-stream",

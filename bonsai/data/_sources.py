@@ -50,14 +50,14 @@ class Source:
 
     def how_to_get(self, data_dir: Path) -> str:
         text = (
-            f"Pass download=True to fetch it with torchvision into {data_dir}, or copy "
-            f"{', '.join(self.files)} into one of the folders above."
+            f"Pass download=True (--download) to fetch it with torchvision into {data_dir}, "
+            f"or copy {', '.join(self.files)} into one of the folders above."
         )
         if self.name == "fashion-mnist":
             text = (
                 "Install Debian's package with `apt-get install dataset-fashion-mnist`, set "
-                "data_dir (--data-dir) to a folder with the files, or pass download=True to "
-                f"fetch it with torchvision into {data_dir}."
+                "data_dir (--data-dir) to a folder with the files, or pass download=True "
+                f"(--download) to fetch it with torchvision into {data_dir}."
             )
         return text
 

@@ -109,3 +109,10 @@ def test_dataset_selects_its_preset() -> None:
     assert config.preset == "fashion-mnist"
     assert config.channels == bonsai.PRESETS["fashion-mnist"]["channels"]
     assert SearchConfig.from_dict({"dataset": "svhn"}).preset == "digits"
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e400, 2.5])
+def test_non_integer_number_rejected(value) -> None:
+    with pytest.raises(ConfigError) as raised:
+        SearchConfig.from_dict({"epochs": value})
+    assert raised.value.field == "epochs"

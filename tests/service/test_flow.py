@@ -157,6 +157,31 @@ def test_events_resume_after_last_event_id(
     assert ids == list(range(6, 6 + len(ids)))
 
 
+@pytest.mark.parametrize("header", [2**63, -7, "abc"])
+def test_events_invalid_last_event_id_replays_all(
+    client: httpx.Client, finished_search: dict[str, Any], header: object
+) -> None:
+    with client.stream(
+        "GET",
+        f"/api/searches/{finished_search['id']}/events",
+        headers={"Last-Event-ID": str(header)},
+    ) as response:
+        assert response.status_code == 200
+        messages = list(read_messages(response))
+    ids = [m.id for m in messages if m.id is not None]
+    assert ids[0] == 0
+    assert messages[-1].event == "state"
+
+
+def test_failed_search_error_has_no_traceback(stack: Stack, client: httpx.Client) -> None:
+    # The tests run without eight GPUs, so this device fails when the search starts.
+    search = create_search(client, name="no-gpu", device="cuda:7")
+    final = wait_state(client, search["id"], FINAL, timeout=60)
+    assert final["state"] == "failed"
+    assert "cuda:7" in final["error"]
+    assert "Traceback" not in final["error"]
+
+
 def test_events_headers(client: httpx.Client, finished_search: dict[str, Any]) -> None:
     with client.stream("GET", f"/api/searches/{finished_search['id']}/events") as response:
         assert response.headers["content-type"].startswith("text/event-stream")
