@@ -18,10 +18,15 @@ logger = logging.getLogger(__name__)
 
 
 class InvalidConfig(ValueError):
-    def __init__(self, field: str, message: str) -> None:
+    """An invalid config; `errors` lists (field, message) for every invalid field."""
+
+    def __init__(
+        self, field: str, message: str, errors: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.errors = errors or [(field, message)]
 
 
 def _bonsai() -> Any:
@@ -49,7 +54,8 @@ def validate_config(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
     try:
         config = bonsai.SearchConfig.from_dict(fields)
     except bonsai.ConfigError as error:
-        raise InvalidConfig(str(error.field), str(error.message)) from error
+        errors = [(str(f), str(m)) for f, m in getattr(error, "errors", [])]
+        raise InvalidConfig(str(error.field), str(error.message), errors) from error
     result: dict[str, Any] = config.to_dict()
     limits = {
         "epochs": settings.max_epochs,

@@ -53,12 +53,19 @@ _SIZE_PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 
 
 class ConfigError(ValueError):
-    """An invalid configuration value; `field` names the field."""
+    """An invalid configuration value; `field` names the field.
 
-    def __init__(self, field: str, message: str) -> None:
+    `errors` lists (field, message) for every invalid field found, the first
+    being `field` and `message`, so a form can mark them all at once.
+    """
+
+    def __init__(
+        self, field: str, message: str, errors: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.errors = errors or [(field, message)]
 
 
 def parse_size(value: str | int | float, field: str = "budget") -> int:
@@ -188,10 +195,16 @@ class SearchConfig:
     @classmethod
     def _validated(cls, merged: dict[str, Any]) -> SearchConfig:
         checked: dict[str, Any] = {}
+        errors: list[tuple[str, str]] = []
         for spec in dataclasses.fields(cls):
             if spec.name == "extra" or spec.name not in merged:
                 continue
-            checked[spec.name] = _check_field(spec.name, merged[spec.name])
+            try:
+                checked[spec.name] = _check_field(spec.name, merged[spec.name])
+            except ConfigError as error:
+                errors.append((error.field, error.message))
+        if errors:
+            raise ConfigError(*errors[0], errors=errors)
         config = cls(**checked)
         config._check_consistency()
         return config

@@ -46,7 +46,7 @@ async def estimate(services: ServicesDep, body: ConfigBody) -> dict[str, Any]:
     try:
         config = engine.validate_config(body, services.settings)
     except engine.InvalidConfig as error:
-        raise invalid(error.field, error.message) from error
+        raise invalid(error) from error
     return await run_in_threadpool(engine.estimate_memory, config)
 
 

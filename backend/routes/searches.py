@@ -31,11 +31,14 @@ ConfigBody = Annotated[
 ]
 
 
-def invalid(field: str, message: str) -> HTTPException:
-    """Build a 422 shaped like FastAPI's own validation errors, naming the field."""
+def invalid(error: InvalidConfig) -> HTTPException:
+    """Build a 422 shaped like FastAPI's own validation errors, one entry per invalid field."""
     return HTTPException(
         status.HTTP_422_UNPROCESSABLE_CONTENT,
-        [{"loc": ["body", field], "msg": message, "type": "value_error"}],
+        [
+            {"loc": ["body", field], "msg": message, "type": "value_error"}
+            for field, message in error.errors
+        ],
     )
 
 
@@ -43,7 +46,7 @@ def _create(services: Services, body: dict[str, Any], reference_id: str | None) 
     try:
         config = validate_config(body, services.settings)
     except InvalidConfig as error:
-        raise invalid(error.field, error.message) from error
+        raise invalid(error) from error
     with services.db.write() as session:
         active = session.scalar(
             select(func.count())
@@ -59,7 +62,9 @@ def _create(services: Services, body: dict[str, Any], reference_id: str | None) 
         if reference_id is not None:
             reference = session.get(Search, reference_id)
             if reference is None or reference.state != SearchState.SUCCEEDED:
-                raise invalid("reference", f"{reference_id!r} is not a succeeded search")
+                raise invalid(
+                    InvalidConfig("reference", f"{reference_id!r} is not a succeeded search")
+                )
         search = Search(
             id=uuid.uuid4().hex,
             name=str(config.get("name") or ""),
@@ -90,7 +95,7 @@ def create_search(services: ServicesDep, body: ConfigBody) -> SearchPublic:
     """Validate a config and queue a search for it."""
     reference = body.get("reference")
     if reference is not None and not isinstance(reference, str):
-        raise invalid("reference", "must be the id of a succeeded search")
+        raise invalid(InvalidConfig("reference", "must be the id of a succeeded search"))
     return _create(services, body, reference)
 
 

@@ -116,3 +116,10 @@ def test_non_integer_number_rejected(value) -> None:
     with pytest.raises(ConfigError) as raised:
         SearchConfig.from_dict({"epochs": value})
     assert raised.value.field == "epochs"
+
+
+def test_every_invalid_field_listed() -> None:
+    with pytest.raises(ConfigError) as raised:
+        SearchConfig.from_dict({"epochs": -3, "budget": "lots", "nodes": 0})
+    assert [field for field, _ in raised.value.errors] == ["epochs", "budget", "nodes"]
+    assert raised.value.field == "epochs"

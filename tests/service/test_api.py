@@ -123,6 +123,13 @@ def test_create_search_invalid_config_names_field(
     assert field_of(response) == field
 
 
+def test_create_search_lists_every_invalid_field(client: TestClient) -> None:
+    response = client.post("/api/searches", json={"epochs": -3, "budget": "lots", "nodes": 0})
+    assert response.status_code == 422
+    fields = {entry["loc"][-1] for entry in response.json()["detail"]}
+    assert fields == {"epochs", "budget", "nodes"}
+
+
 def test_create_search_beyond_limit_rejected(client: TestClient) -> None:
     response = client.post("/api/searches", json={"preset": "tiny", "epochs": 51})
     assert response.status_code == 422

@@ -260,9 +260,14 @@ export async function renderNewSearch(view) {
 
   const runEstimate = async () => {
     memory.replaceChildren(el("p", { class: "muted", text: "Checking memory…" }));
-    const estimate = await api("/api/estimate", { method: "POST", body: payload() });
-    memory.replaceChildren(memoryTable(estimate));
-    return estimate;
+    try {
+      const estimate = await api("/api/estimate", { method: "POST", body: payload() });
+      memory.replaceChildren(memoryTable(estimate));
+      return estimate;
+    } catch (error) {
+      memory.replaceChildren();  // the form message explains what failed
+      throw error;
+    }
   };
 
   let confirmedOverBudget = false;
