@@ -9,7 +9,8 @@
 # /usr/share/datasets/fashion-mnist), TRAIN_IMAGES (default 15000: the search and
 # the baseline train on the first 15,000 training images, so both fit the
 # 60-minute budget on 2 cores), EPOCHS (default 8), RETRAIN_EPOCHS (default 3,
-# on all 60,000 training images).
+# on all 60,000 training images), THREADS (torch CPU threads of every step,
+# through OMP_NUM_THREADS; unset leaves torch's default).
 set -eu
 
 OUT=${1:-runs/fashion-mnist}
@@ -18,6 +19,9 @@ DATA_DIR=${DATA_DIR:-/usr/share/datasets/fashion-mnist}
 TRAIN_IMAGES=${TRAIN_IMAGES:-15000}
 EPOCHS=${EPOCHS:-8}
 RETRAIN_EPOCHS=${RETRAIN_EPOCHS:-3}
+if [ -n "${THREADS:-}" ]; then
+    export OMP_NUM_THREADS="$THREADS"
+fi
 mkdir -p "$OUT"
 
 timed() {
