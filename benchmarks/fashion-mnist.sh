@@ -6,11 +6,11 @@
 #
 # Usage: benchmarks/fashion-mnist.sh [OUT]   (default runs/fashion-mnist)
 # Environment: BONSAI (default .venv/bin/bonsai), DATA_DIR (default
-# /usr/share/datasets/fashion-mnist), TRAIN_IMAGES (default 15000: the search and
-# the baseline train on the first 15,000 training images, so both fit the
-# 60-minute budget on 2 cores), EPOCHS (default 8), RETRAIN_EPOCHS (default 3,
-# on all 60,000 training images), THREADS (torch CPU threads of every step,
-# through OMP_NUM_THREADS; unset leaves torch's default).
+# /usr/share/datasets/fashion-mnist), TRAIN_IMAGES (default 15000, the training
+# images of the search and the baseline, sized to aim at 60 minutes on 2 cores),
+# EPOCHS (default 8), RETRAIN_EPOCHS (default 3, on all 60,000 training images),
+# THREADS (torch CPU threads of every step, set through OMP_NUM_THREADS; unset
+# leaves torch's default).
 set -eu
 
 OUT=${1:-runs/fashion-mnist}

@@ -1,8 +1,8 @@
 """A fixed genotype and the same architecture written by hand, for `bonsai bench` target 4.
 
-The genotype has three cells (normal, reduction, normal; one per section) of
-four intermediate nodes, each node fed by two edges of one operation, in the
-manner of a DARTS cell. Input 1 of a cell is the output before its Input 0.
+The genotype has three cells, normal, reduction and normal, one per section.
+Each has four intermediate nodes, and each node is fed by two edges of one
+operation, as in a DARTS cell. Input 1 of a cell is the output before its Input 0.
 `HandWrittenNetwork` spells out that architecture with one plain module per
 edge and no pruners or scales; its parameter names map onto the discovered
 model's, so both can run with the same weights.

@@ -75,7 +75,10 @@ class BenchSize:
 def _result(
     target: int, name: str, ratio: float | None, limit: str, passed: bool | None, **details: Any
 ) -> dict[str, Any]:
-    status = "skipped" if passed is None else ("pass" if passed else "miss")
+    if passed is None:
+        status = "skipped"
+    else:
+        status = "pass" if passed else "miss"
     return {
         "target": target,
         "name": name,
@@ -139,7 +142,7 @@ def throughput_target(
     """Training images per second of the engine's hyper-connected network over the naive one's.
 
     The engine's network is a `SearchNetwork` of `size.cells` normal cells in one
-    section, channels-last, as a search trains it; it also computes input
+    section, channels-last, as a search trains it. It also computes input
     adapters and a tower that the naive network lacks. The naive network runs
     as its file writes it.
     """
@@ -308,6 +311,7 @@ def pruning_target(
         pruned = copy.deepcopy(hyper)
         reached[goal] = deadhead_to(pruned, goal, seed=int(goal * 100))
         nets[f"c={goal}"] = pruned
+
     x = _batch(size, device, channels_last=True)
     labels = torch.randint(0, CLASSES, (size.batch,), device=device)
     steps = {
@@ -317,6 +321,7 @@ def pruning_target(
         for name, net in nets.items()
     }
     times = time_in_turn(steps, repeats, warmup, device)
+
     results = []
     for goal, compression in reached.items():
         ratio = paired_ratio(times[f"c={goal}"], times["hyper-connected"])
@@ -340,7 +345,7 @@ def pruning_target(
     return results
 
 
-# -- target 3: the memory model holds ----------------------------------------------------
+# -- target 3: the memory model's accuracy ----------------------------------------------
 
 
 def memory_shapes(size: BenchSize) -> list[tuple[str, int, list[tuple[str, ...]]]]:
