@@ -11,7 +11,7 @@ function baseLayout(title, extra = {}) {
   return {
     title: { text: title, font: { size: 14 }, x: 0, xanchor: "left" },
     font: FONT,
-    margin: { l: 56, r: 16, t: 36, b: 72 },
+    margin: { l: 56, r: 40, t: 36, b: 72 },
     height: 300,
     paper_bgcolor: "rgba(0,0,0,0)",
     plot_bgcolor: "#ffffff",
@@ -93,7 +93,7 @@ export function drawCurves(targets, metrics, sections, markedEpoch) {
   plot(targets.lambda, [line("lambda", epochs, lambdas, { line: { color: "#9333ea" } })],
     baseLayout("Compression-loss weight λ", {
       ...axis, ...marks, showlegend: false,
-      yaxis: logAxis ? { type: "log", title: { text: "λ" }, exponentformat: "power", dtick: 1 } : { title: { text: "λ" }, rangemode: "tozero" },
+      yaxis: logAxis ? { type: "log", title: { text: "λ" }, exponentformat: "power" } : { title: { text: "λ" }, rangemode: "tozero" },
     }));
 
   const mib = (value) => (value === null || value === undefined ? null : value / 2 ** 20);

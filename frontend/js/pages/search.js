@@ -333,9 +333,11 @@ export async function renderSearch(view, id) {
     try {
       const jobs = [];
       if (what.has("search")) jobs.push(loadSearch().then(renderHeader));
-      if (what.has("sections")) jobs.push(loadSections().then(renderCurves));
+      if (what.has("sections")) jobs.push(loadSections());
       if (what.has("graph") && state.replayEpoch === null) jobs.push(loadGraph());
       await Promise.all(jobs);
+      // The timeline reads the search's state too, so it is drawn once both are loaded.
+      if (what.has("sections") || what.has("search")) renderCurves();
       if (what.has("graph") && state.replayEpoch !== null) renderSlider();
     } catch (error) {
       showActionError(`Updating the page failed: ${error.message}`);
