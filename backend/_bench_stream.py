@@ -239,7 +239,9 @@ def measure_stream_latency(
         owner = f"bench:{search_id[:8]}"
         if lifecycle.claim(db, search_id, owner, "bench", LEASE_SECONDS) is None:
             raise RuntimeError(f"could not claim benchmark search {search_id}")
-        timeline, streams_open = asyncio.run(_run_clients(server, db, search_id, owner, seconds))
+        timeline, streams_open = _run_in_own_loop(
+            lambda: _run_clients(server, db, search_id, owner, seconds)
+        )
     finally:
         server.stop()
         if db is not None:
@@ -275,3 +277,26 @@ def measure_stream_latency(
         p95 <= MAX_P95_SECONDS and missing == 0,
         detail,
     )
+
+
+def _run_in_own_loop(make_coroutine: Any) -> Any:
+    """Run a coroutine to completion in a fresh event loop on a thread of its own.
+
+    `asyncio.run` refuses to start where an event loop already runs in the
+    calling thread (Playwright's sync API keeps one during the browser tests).
+    """
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            results.append(asyncio.run(make_coroutine()))
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller
+            errors.append(error)
+
+    thread = threading.Thread(target=target, name="bench-stream-clients")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return results[0]
