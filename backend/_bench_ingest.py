@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backend._bench_common import BenchmarkRow, add_search, make_row, scratch_database
+from backend.analysis import OPERATIONS
 from backend.db import Database
 from backend.ingest import store_events
 from backend.models import Search, SearchState
@@ -26,15 +27,6 @@ QUICK_SIZES = (300, 3000)
 FULL_SIZES = (300, 1000, 3000)
 QUICK_ROUNDS = 2
 FULL_ROUNDS = 8
-OPERATIONS = (
-    "identity",
-    "avg_pool_3x3",
-    "max_pool_3x3",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-)
 
 
 def pruner_ids(count: int) -> list[str]:
