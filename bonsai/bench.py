@@ -65,7 +65,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed steps per variant (default 7, quick 5)"
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    # One thread, as `bonsai.search.DEFAULT_CPU_THREADS` gives a CPU search.
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads of both networks (default 1, as a CPU search trains)",
+    )
     parser.add_argument("--json", default=None, metavar="PATH", help="also write results here")
     parser.add_argument(
         "--fail-on-miss", action="store_true", help="exit with status 1 if a target is missed"
