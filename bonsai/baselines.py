@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bonsai.config import ConfigError, SearchConfig
-from bonsai.pruner import step_gate
 
 __all__ = ["BaselinePlan", "prepare_baseline", "random_prune"]
 
@@ -55,7 +54,7 @@ def random_prune(cell, target: float, rng: random.Random) -> list[str]:
     order = list(cell.pruner_ids)
     rng.shuffle(order)
     for pruner_id in order:
-        if _compression(cell) <= target:
+        if cell.open_compression() <= target:
             break
         if pruner_id not in cell.pruner_ids:
             continue  # already removed with a dead node
@@ -65,13 +64,6 @@ def random_prune(cell, target: float, rng: random.Random) -> list[str]:
         ids, _, _ = cell.remove_pruners([pruner_id])
         removed += ids
     return removed
-
-
-def _compression(cell) -> float:
-    if cell.initial_size <= 0:
-        return 1.0
-    kept = step_gate(cell.weights.detach().cpu()).double() * cell.sizes.cpu()
-    return float(kept.sum()) / cell.initial_size
 
 
 def prepare_baseline(config: SearchConfig) -> BaselinePlan:

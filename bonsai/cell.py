@@ -14,13 +14,20 @@ operation inside a cell keeps the shape.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from bonsai.ops import OPERATIONS, ReLUConvBN, create_operation
-from bonsai.pruner import gate_values, input1_pruner_id, op_pruner_id, parse_pruner_id
+from bonsai.pruner import (
+    gate_values,
+    input1_pruner_id,
+    op_pruner_id,
+    parse_pruner_id,
+    step_gate,
+)
 
 __all__ = [
     "CellInput",
@@ -29,6 +36,7 @@ __all__ = [
     "conv_key",
     "drop_path",
     "make_adapter",
+    "reaches_output",
     "run_nodes",
 ]
 
@@ -145,11 +153,8 @@ class SearchCell(nn.Module):
         self._plan, self._relu_sources = build_plan(self.nodes, self.edges, index, self.index)
 
     def _reaches_output(self, edges: dict[tuple[int, int], list[str]], input1: list[str]) -> bool:
-        reached = {0} | ({1} if input1 else set())
-        for target in range(2, self.nodes + 2):
-            if any(source in reached for source, t in edges if t == target and edges[(source, t)]):
-                reached.add(target)
-        return self.output_node in reached
+        live = [edge for edge, ops in edges.items() if ops]
+        return reaches_output(live, bool(input1), self.nodes)
 
     def can_remove(self, pruner_id: str) -> bool:
         """Return True when removing `pruner_id` leaves a path from an input to the output."""
@@ -248,6 +253,16 @@ class SearchCell(nn.Module):
             return gates.new_ones(())
         sizes = self.sizes.to(gates.dtype)
         return (sizes * gates).sum() / self.initial_size
+
+    def open_sizes(self) -> torch.Tensor:
+        """Sizes (float64, on the CPU) of the connections whose gate is on, 0 for the others."""
+        return step_gate(self.weights.detach().cpu()).double() * self.sizes.cpu()
+
+    def open_compression(self) -> float:
+        """c_actual with G(w) alone: the share of the initial size whose gates are on."""
+        if self.initial_size <= 0:
+            return 1.0
+        return float(self.open_sizes().sum()) / self.initial_size
 
     def live_size(self) -> float:
         """Sum of the sizes of the live connections, in bytes."""
@@ -380,6 +395,16 @@ def run_nodes(
         assert total is not None
         states[target] = total
     return states[plan[-1][0]]
+
+
+def reaches_output(edges: Iterable[tuple[int, int]], has_input1: bool, nodes: int) -> bool:
+    """Return True when the edges (source, target) connect an input node to the output node."""
+    edges = list(edges)
+    reached = {0} | ({1} if has_input1 else set())
+    for target in range(2, nodes + 2):
+        if any(source in reached for source, t in edges if t == target):
+            reached.add(target)
+    return nodes + 1 in reached
 
 
 def _remove_from(edges: dict[tuple[int, int], list[str]], input1: list[str], parsed) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bonsai.cell import reaches_output
 from bonsai.ops import OPERATIONS
 from bonsai.pruner import input1_pruner_id, op_pruner_id, parse_pruner_id
 
@@ -288,7 +289,7 @@ def _validate(data: Any) -> None:
                     raise GenotypeError(f"{op_path}.op", f"{op!r} appears twice on the edge")
                 names.add(op)
                 _check_pruner(entry, op_pruner_id(i, source, target, op), op_path)
-        if not _reaches_output(seen_edges, bool(seen_sources), nodes):
+        if not reaches_output(seen_edges, bool(seen_sources), nodes):
             raise GenotypeError(f"{path}.edges", "no path from an input to the output node")
 
 
@@ -299,11 +300,3 @@ def _check_pruner(entry: dict, expected: str, path: str) -> None:
     parse_pruner_id(pruner)
     if "weight" in entry:
         _number(entry, "weight", path)
-
-
-def _reaches_output(edges: set[tuple[int, int]], has_input1: bool, nodes: int) -> bool:
-    reached = {0} | ({1} if has_input1 else set())
-    for target in range(2, nodes + 2):
-        if any(s in reached for s, t in edges if t == target):
-            reached.add(target)
-    return nodes + 1 in reached

@@ -40,7 +40,6 @@ from bonsai.genotype import genotype_from_network
 from bonsai.memory import BudgetPlan, MemoryModel, measure_training_step, plan_budget
 from bonsai.model import fold_search_network
 from bonsai.network import SearchNetwork
-from bonsai.pruner import step_gate
 from bonsai.training import (
     atomic_save,
     classification_loss,
@@ -61,7 +60,7 @@ STATE_FORMAT = "bonsai-search-state"
 # A gate must be off for at least this many batches in a row to be deadheaded, so
 # one noisy step never removes a connection.
 MIN_WINDOW_BATCHES = 3
-# Torch threads of a CPU search unless `num_threads` says otherwise. A search runs
+# Torch threads of a CPU search unless `num_threads` sets another number. A search runs
 # thousands of small operations, and on a machine shared with other processes
 # the threads of one operation spin waiting for each other: a digits step took
 # 0.4 s with one thread and 20 s with two on a loaded 2-core machine here.
@@ -375,8 +374,7 @@ class _Search:
         requests: dict[int, list[str]] = {}
         for cell in self.net.cells:
             weights = cell.weights.detach().cpu()
-            sizes = cell.sizes.cpu()
-            kept = step_gate(weights).double() * sizes
+            kept = cell.open_sizes()
             excess = float(kept.sum()) - (target + TARGET_TOLERANCE / 2) * cell.initial_size
             order = sorted(range(len(cell.pruner_ids)), key=lambda i: float(weights[i]))
             chosen = []
@@ -393,14 +391,12 @@ class _Search:
         self._deadhead(requests, "forced", epoch)
         # Only a cell's last path, which is never cut, can keep it above the target.
         for cell in self.net.cells:
-            compression = float(
-                (step_gate(cell.weights.detach().cpu()).double() * cell.sizes.cpu()).sum()
-            )
-            if compression > (target + TARGET_TOLERANCE) * cell.initial_size:
+            compression = cell.open_compression()
+            if compression > target + TARGET_TOLERANCE:
                 logger.warning(
                     "cell %d stays at compression %.3f above target %.3f: its last path is kept",
                     cell.index,
-                    compression / cell.initial_size,
+                    compression,
                     target,
                 )
 

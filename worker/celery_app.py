@@ -16,8 +16,8 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
         return {}
     messages = settings.broker_dir / "messages"
     processed = settings.broker_dir / "processed"
-    # kombu keeps its exchange tables in "control" under the working directory
-    # unless told otherwise.
+    # Without this option, kombu keeps its exchange tables in "control" under the
+    # working directory.
     control = settings.broker_dir / "control"
     for folder in (messages, processed, control):
         folder.mkdir(parents=True, exist_ok=True)
