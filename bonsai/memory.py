@@ -9,10 +9,11 @@ SGD momentum buffers. On the CPU the saved tensors are collected with
 Each prunable connection j (an operation on an edge, or a term of Input 1) is
 measured on its own, at the shape it has in the network, and the size s_j is
 cached per (what, shape, dtype, device). Parts that several connections share
-are counted once in a prediction: the ReLU of a source node (read by every
-convolution on its out-edges), a source node's pooled tensor (read by every
-edge with that pooling), and a node's own tensor (saved by identity and pooling
-edges that read it). Everything else (stem, Input-0 adapters, towers) is fixed.
+are counted once in a prediction. They are the ReLU of a source node (read by
+every convolution on its out-edges), a source node's pooled tensor (read by
+every edge with that pooling), and a node's own tensor (saved by identity and
+pooling edges that read it). Everything else (stem, Input-0 adapters, towers)
+is fixed.
 
     predicted = fixed + sum_j own_j + sum over live shared parts + live node tensors
 """

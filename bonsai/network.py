@@ -20,7 +20,7 @@ class Tower(nn.Module):
     """Batch norm, global average pooling and a linear classifier.
 
     A cell's output sums every path through it, so its scale grows with the
-    number of open connections; the batch norm keeps the classifier's input at
+    number of open connections. The batch norm keeps the classifier's input at
     unit scale while pruning changes that number.
     """
 
@@ -73,7 +73,7 @@ class SearchNetwork(nn.Module):
     # -- growth ------------------------------------------------------------------------
 
     def outputs(self) -> list[CellInput]:
-        """The stem and every cell's output, as inputs of a next cell."""
+        """Describe the stem and every cell's output as inputs of a next cell."""
         result = [CellInput("stem", self.stem_channels, self.image_size)]
         for cell in self.cells:
             result.append(CellInput(f"c{cell.index}", cell.channels, cell.resolution))

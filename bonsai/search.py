@@ -253,8 +253,8 @@ class _Search:
     ) -> None:
         """Point the optimizer at the live parameters after cells changed.
 
-        Replaced pruner vectors keep the surviving rows of their momentum; the
-        state of removed parameters is dropped; new parameters join their group
+        Replaced pruner vectors keep the surviving rows of their momentum. The
+        state of removed parameters is dropped. New parameters join their group
         and train from the next step on. The order of every group is the
         network's parameter order, so a state saved and loaded matches.
         """
