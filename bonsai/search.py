@@ -532,7 +532,10 @@ class _Search:
             "deadheaded_total": self.deadheaded_total,
             "history": self.history,
             "elapsed": self.elapsed(),
-            "next_seq": self.events.next_seq + 1,  # the checkpoint_written event below
+            # A resumed run numbers its events from the checkpoint_written event
+            # below, which replaces it: a run killed before that event reached its
+            # reader then leaves no gap in the sequence.
+            "next_seq": self.events.next_seq,
             "rng": _rng_state(),
         }
         atomic_save(state, self.workdir / "state.pt")
