@@ -276,8 +276,8 @@ class SearchCell(nn.Module):
         # Input 1: the pruned sum of the adapted earlier outputs.
         input1: torch.Tensor | None = None
         for name, k in self._input1_plan:
-            term = self.adapters1[name](sources[name])
-            input1 = term * gates[k] if input1 is None else torch.addcmul(input1, term, gates[k])
+            term = self.adapters1[name](sources[name], gates[k])
+            input1 = term if input1 is None else input1 + term
         return self.forward_nodes(self.adapter0(input0), input1, gates)
 
     def forward_nodes(
@@ -357,9 +357,12 @@ def run_nodes(
 
     Node j = sum over live edges i -> j and their operations of gate * op(node i).
     ReLU and pooling of a source node are computed once and shared by every edge
-    that reads them. `gates` None sums the operations unscaled, which equals
-    gates of exactly 1 at less cost. With `drop` > 0, drop-path zeroes whole
-    samples of each non-identity operation's output.
+    that reads them. A convolution's gate scales its last batch norm
+    (`ScaledBatchNorm2d`), which saves no gated output for backward; a pooling
+    or identity term is multiplied by its gate. `gates` None sums the
+    operations unscaled, which equals gates of exactly 1 at less cost. With
+    `drop` > 0, drop-path zeroes whole samples of each non-identity
+    operation's output.
     """
     factors = gates.unbind() if gates is not None else None
     states: dict[int, torch.Tensor] = {0: input0}
@@ -375,8 +378,10 @@ def run_nodes(
                 relu[source] = torch.relu(x)
             for op, k in ops:
                 spec = OPERATIONS[op]
+                gate = None if factors is None else factors[k]
                 if spec.parametric:
-                    y = convs[conv_key(source, target, op)](relu[source])
+                    y = convs[conv_key(source, target, op)](relu[source], gate)
+                    gate = None
                 elif op == "identity":
                     y = x
                 else:
@@ -387,10 +392,9 @@ def run_nodes(
                     y = pooled[key]
                 if drop > 0 and op != "identity":
                     y = drop_path(y, drop)
-                if factors is None:
+                if gate is None:
                     total = y if total is None else total + y
                 else:
-                    gate = factors[k]
                     total = y * gate if total is None else torch.addcmul(total, y, gate)
         assert total is not None
         states[target] = total

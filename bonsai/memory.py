@@ -175,7 +175,7 @@ class MemoryModel:
                     module = module.to(memory_format=torch.channels_last)
 
                 def run() -> torch.Tensor:
-                    return torch.addcmul(total, module(torch.relu(x)), gate)
+                    return total + module(torch.relu(x), gate)
 
             else:
                 assert spec.apply is not None
@@ -220,8 +220,7 @@ class MemoryModel:
             gate = torch.ones((), device=self.device, dtype=self.dtype, requires_grad=True)
 
             def run() -> torch.Tensor:
-                y = module(x)
-                return torch.addcmul(total, y, gate) if gated else y
+                return total + module(x, gate) if gated else module(x)
 
             saved = self._activation_bytes(module, run, [x, total, gate])
             return saved + parameter_bytes(module), 0

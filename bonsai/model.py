@@ -67,12 +67,8 @@ class DiscoveredCell(nn.Module):
         scales = None if self._unit_scales else self.scales
         input1: torch.Tensor | None = None
         for name, k in self._input1_plan:
-            term = self.adapters1[name](sources[name])
-            if scales is None:
-                input1 = term if input1 is None else input1 + term
-            else:
-                scale = scales[k]
-                input1 = term * scale if input1 is None else torch.addcmul(input1, term, scale)
+            term = self.adapters1[name](sources[name], None if scales is None else scales[k])
+            input1 = term if input1 is None else input1 + term
         drop = self.drop_path_probability if self.training else 0.0
         x0 = self.adapter0(input0)
         return run_nodes(self._plan, self._relu_sources, self.convs, scales, x0, input1, drop)

@@ -25,6 +25,8 @@ __all__ = [
     "OperationSpec",
     "DepthwiseConv2d",
     "ReLUConvBN",
+    "ScaledBatchNorm2d",
+    "ScaledSequential",
     "create_operation",
 ]
 
@@ -32,8 +34,8 @@ __all__ = [
 class DepthwiseConv2d(nn.Conv2d):
     """Depthwise k x k convolution at stride 1 that keeps the height and width.
 
-    On the CPU a dilated one runs through `_DepthwiseConvFunction`, whose input
-    gradient is a forward convolution with the flipped kernel.
+    On the CPU a dilated one runs through `_DilatedDepthwiseFunction`, whose
+    gradients take oneDNN's fast undilated kernels.
     """
 
     def __init__(self, channels: int, kernel_size: int, dilation: int = 1) -> None:
@@ -48,29 +50,42 @@ class DepthwiseConv2d(nn.Conv2d):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and self.dilation != (1, 1):
-            return _DepthwiseConvFunction.apply(x, self.weight, self.padding, self.dilation)
+        if x.device.type == "cpu" and self.dilation[0] > 1:
+            return _DilatedDepthwiseFunction.apply(
+                x, self.weight, self.padding[0], self.dilation[0]
+            )
         return super().forward(x)
 
 
-class _DepthwiseConvFunction(torch.autograd.Function):
-    """Depthwise convolution at stride 1 with "same" padding and a faster input gradient.
+class _DilatedDepthwiseFunction(torch.autograd.Function):
+    """Dilated depthwise convolution at stride 1 with "same" padding, and faster CPU gradients.
 
-    The input gradient of such a convolution is the same convolution with the
-    kernel flipped in height and width. On the CPU of docs/benchmarks.md (torch
-    2.14, oneDNN, channels-last), torch's own input gradient of a dilated
-    depthwise convolution took about 4 times as long as that forward
-    convolution. The weight gradient is torch's own. The function saves the
-    input and the weight, as `nn.Conv2d` does, so memory is unchanged.
+    oneDNN, the CPU back end of torch 2.14, has a direct depthwise kernel for
+    the forward pass and for an undilated 3 x 3 weight gradient. For a dilated
+    convolution it computes the weight gradient through im2col and a matrix
+    product, and the input gradient with its generic grouped kernel. At 8
+    channels, 16 x 16, batch 32, one thread, the weight gradient of a 3 x 3
+    kernel at dilation 2 took 1.0 ms, against 0.08 ms undilated
+    (docs/benchmarks.md). So the backward pass is rewritten in terms of
+    undilated kernels, which are faster:
+
+    - The input gradient of a stride-1 convolution with "same" padding is the
+      same convolution of the output gradient with the kernel flipped in
+      height and width, a forward convolution.
+    - The weight gradient is dW[i, j] = sum over n, h, w of
+      g[n, h, w] * x[n, h + d*(i - r), w + d*(j - r)] per channel, for a
+      kernel of radius r and dilation d. Both terms of a product lie on the
+      same residue class of h, and of w, modulo d. The sum therefore splits
+      into d * d undilated sums over those subgrids, which `_fold_residues`
+      lays out as batch entries of one undilated gradient.
+
+    The function saves the input and the weight, as `nn.Conv2d` does, so
+    training memory is unchanged.
     """
 
     @staticmethod
     def forward(
-        ctx: Any,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        padding: tuple[int, ...],
-        dilation: tuple[int, ...],
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int
     ) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.padding = padding
@@ -80,22 +95,20 @@ class _DepthwiseConvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight = ctx.saved_tensors
-        groups = weight.shape[0]
+        d, groups = ctx.dilation, weight.shape[0]
         grad_input = grad_weight = None
         if ctx.needs_input_grad[0]:
             flipped = weight.flip((2, 3))
-            grad_input = nn.functional.conv2d(
-                grad, flipped, None, 1, ctx.padding, ctx.dilation, groups
-            )
+            grad_input = nn.functional.conv2d(grad, flipped, None, 1, ctx.padding, d, groups)
         if ctx.needs_input_grad[1]:
             grad_weight = torch.ops.aten.convolution_backward(
-                grad,
-                x,
+                _fold_residues(grad, d),
+                _fold_residues(x, d),
                 weight,
                 None,
                 [1, 1],
-                list(ctx.padding),
-                list(ctx.dilation),
+                [ctx.padding // d] * 2,
+                [1, 1],
                 False,
                 [0, 0],
                 groups,
@@ -104,7 +117,72 @@ class _DepthwiseConvFunction(torch.autograd.Function):
         return grad_input, grad_weight, None, None
 
 
-class SepConv(nn.Sequential):
+def _fold_residues(t: torch.Tensor, d: int) -> torch.Tensor:
+    """(N, C, H, W) to (d*d*N, C, H/d, W/d): entry (p, q, n) is t[n, :, p::d, q::d].
+
+    H and W are first padded with zeros up to multiples of d. Zeros are what
+    the convolution's padding reads there, and in the output gradient they add
+    nothing to the weight gradient. The result is channels-last, the layout
+    that oneDNN's fast kernels read.
+    """
+    n, c, h, w = t.shape
+    pad_h, pad_w = -h % d, -w % d
+    if pad_h or pad_w:
+        t = nn.functional.pad(t, (0, pad_w, 0, pad_h))
+        h, w = h + pad_h, w + pad_w
+    rows = t.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c)
+    folded = rows.permute(2, 4, 0, 1, 3, 5).reshape(d * d * n, h // d, w // d, c)
+    return folded.permute(0, 3, 1, 2)
+
+
+class ScaledBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm whose output can be multiplied by a scalar scale within the norm.
+
+    `forward(x, scale)` equals `scale * BatchNorm2d(x)`, computed as batch norm
+    with weight `scale * gamma` and bias `scale * beta`. Running statistics
+    describe x and do not depend on the scale. Multiplying the output instead
+    would save that output for the scale's gradient and cost two more passes
+    over it. Inside the norm, the scale's gradient comes from the gradients of
+    gamma and beta, which batch norm's backward computes anyway. With a
+    pruner's gate as the scale, a gated convolution therefore keeps one
+    activation fewer for backward than a convolution followed by a gate.
+    """
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        if scale is None:
+            return super().forward(x)
+        if not (self.affine and self.track_running_stats and self.momentum is not None):
+            raise ValueError(
+                "ScaledBatchNorm2d can scale only a norm with affine=True, "
+                "track_running_stats=True and a momentum; got "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}, "
+                f"momentum={self.momentum}"
+            )
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        return nn.functional.batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight * scale,
+            self.bias * scale,
+            self.training,
+            self.momentum,
+            self.eps,
+        )
+
+
+class ScaledSequential(nn.Sequential):
+    """Layers whose last one is a `ScaledBatchNorm2d`; `forward(x, scale)` scales its output."""
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        *layers, norm = self
+        for layer in layers:
+            x = layer(x)
+        return norm(x, scale)
+
+
+class SepConv(ScaledSequential):
     """Separable convolution applied twice, DARTS-style, after an external ReLU.
 
     depthwise k x k -> pointwise 1 x 1 -> BN -> ReLU -> depthwise k x k -> pointwise -> BN.
@@ -118,22 +196,22 @@ class SepConv(nn.Sequential):
             nn.ReLU(),
             DepthwiseConv2d(channels, kernel_size),
             nn.Conv2d(channels, channels, 1, bias=False),
-            nn.BatchNorm2d(channels),
+            ScaledBatchNorm2d(channels),
         )
 
 
-class DilConv(nn.Sequential):
+class DilConv(ScaledSequential):
     """Dilated (rate 2) depthwise k x k conv -> pointwise 1 x 1 -> BN, after an external ReLU."""
 
     def __init__(self, channels: int, kernel_size: int) -> None:
         super().__init__(
             DepthwiseConv2d(channels, kernel_size, dilation=2),
             nn.Conv2d(channels, channels, 1, bias=False),
-            nn.BatchNorm2d(channels),
+            ScaledBatchNorm2d(channels),
         )
 
 
-class ReLUConvBN(nn.Sequential):
+class ReLUConvBN(ScaledSequential):
     """ReLU -> optional average pooling by `stride` -> 1 x 1 convolution -> BN.
 
     Brings a tensor of `in_channels` to `out_channels` and divides its height and
@@ -146,7 +224,7 @@ class ReLUConvBN(nn.Sequential):
             layers.append(nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False))
         layers += [
             nn.Conv2d(in_channels, out_channels, 1, bias=False),
-            nn.BatchNorm2d(out_channels),
+            ScaledBatchNorm2d(out_channels),
         ]
         super().__init__(*layers)
 
