@@ -372,6 +372,7 @@ def run_nodes(
     pooled: dict[tuple[int, str], torch.Tensor] = {}
     for target, sources_of_target in plan:
         total: torch.Tensor | None = None
+        owned = False  # whether `total` is a fresh tensor that may be added to in place
         for source, ops in sources_of_target:
             x = states[source]
             if source in relu_sources and source not in relu:
@@ -392,10 +393,18 @@ def run_nodes(
                     y = pooled[key]
                 if drop > 0 and op != "identity":
                     y = drop_path(y, drop)
-                if gate is None:
-                    total = y if total is None else total + y
+                    fresh = True
                 else:
-                    total = y * gate if total is None else torch.addcmul(total, y, gate)
+                    fresh = spec.parametric
+                if total is None:
+                    total, owned = (y, fresh) if gate is None else (y * gate, True)
+                elif not owned:
+                    total = total + y if gate is None else torch.addcmul(total, y, gate)
+                    owned = True
+                elif gate is None:
+                    total = total.add_(y)
+                else:
+                    total = total.addcmul_(y, gate)
         assert total is not None
         states[target] = total
     return states[plan[-1][0]]
