@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
         help="comma-separated targets to run; 5 runs the service benchmarks (default 1,2,3,4)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=None, help="timed steps per variant (default 7, quick 5)"
+        "--repeats", type=int, default=None, help="timed steps per variant (default 7, quick 9)"
     )
     # One thread, as `bonsai.search.DEFAULT_CPU_THREADS` gives a CPU search.
     parser.add_argument(
@@ -95,7 +95,7 @@ def _command_bench(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown targets {sorted(unknown)}; choose from 1, 2, 3, 4, 5")
     if args.quick:
-        sizes, repeats = QUICK_SIZES, 5
+        sizes, repeats = QUICK_SIZES, 9
     elif args.cifar:
         sizes, repeats = CIFAR_SIZES, 5
     else:

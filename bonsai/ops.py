@@ -31,11 +31,18 @@ __all__ = [
 ]
 
 
+# From this many input elements on, an undilated 5 x 5 weight gradient is taken as four
+# 3 x 3 ones (`_weight_grad_5x5`). On the CPU of docs/benchmarks.md the four were slower
+# at 8 channels, 16x16, batch 32 (65,536 elements: 0.57 against 0.44 ms) and faster from
+# 4,704 x 48 elements on (1.1 against 1.8 ms); the bound lies between, and is an estimate.
+WINDOWED_5X5_MIN_ELEMENTS = 2**17
+
+
 class DepthwiseConv2d(nn.Conv2d):
     """Depthwise k x k convolution at stride 1 that keeps the height and width.
 
-    On the CPU a dilated one runs through `_DilatedDepthwiseFunction`, whose
-    gradients take oneDNN's fast undilated kernels.
+    On the CPU a dilated one, or a large 5 x 5 one, runs through
+    `_DepthwiseFunction`, whose gradients take oneDNN's fast kernels.
     """
 
     def __init__(self, channels: int, kernel_size: int, dilation: int = 1) -> None:
@@ -50,20 +57,21 @@ class DepthwiseConv2d(nn.Conv2d):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and self.dilation[0] > 1:
-            return _DilatedDepthwiseFunction.apply(
-                x, self.weight, self.padding[0], self.dilation[0]
-            )
+        if x.device.type == "cpu" and (
+            self.dilation[0] > 1
+            or (self.kernel_size[0] == 5 and x.numel() >= WINDOWED_5X5_MIN_ELEMENTS)
+        ):
+            return _DepthwiseFunction.apply(x, self.weight, self.padding[0], self.dilation[0])
         return super().forward(x)
 
 
-class _DilatedDepthwiseFunction(torch.autograd.Function):
-    """Dilated depthwise convolution at stride 1 with "same" padding, and faster CPU gradients.
+class _DepthwiseFunction(torch.autograd.Function):
+    """Depthwise convolution at stride 1 with "same" padding, and faster CPU gradients.
 
     oneDNN, the CPU back end of torch 2.14, has a direct depthwise kernel for
-    the forward pass and for an undilated 3 x 3 weight gradient. For a dilated
-    convolution it computes the weight gradient through im2col and a matrix
-    product, and the input gradient with its generic grouped kernel. At 8
+    the forward pass and for an undilated 3 x 3 weight gradient. It computes a
+    dilated weight gradient through im2col and a matrix product, and a 5 x 5
+    one, or a dilated input gradient, with its generic grouped kernel. At 8
     channels, 16 x 16, batch 32, one thread, the weight gradient of a 3 x 3
     kernel at dilation 2 took 1.0 ms, against 0.08 ms undilated
     (docs/benchmarks.md). So the backward pass is rewritten in terms of
@@ -78,6 +86,8 @@ class _DilatedDepthwiseFunction(torch.autograd.Function):
       same residue class of h, and of w, modulo d. The sum therefore splits
       into d * d undilated sums over those subgrids, which `_fold_residues`
       lays out as batch entries of one undilated gradient.
+    - On large inputs, an undilated 5 x 5 weight gradient is four 3 x 3 ones
+      (`_weight_grad_5x5`).
 
     The function saves the input and the weight, as `nn.Conv2d` does, so
     training memory is unchanged.
@@ -101,20 +111,53 @@ class _DilatedDepthwiseFunction(torch.autograd.Function):
             flipped = weight.flip((2, 3))
             grad_input = nn.functional.conv2d(grad, flipped, None, 1, ctx.padding, d, groups)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.ops.aten.convolution_backward(
-                _fold_residues(grad, d),
-                _fold_residues(x, d),
-                weight,
-                None,
-                [1, 1],
-                [ctx.padding // d] * 2,
-                [1, 1],
-                False,
-                [0, 0],
-                groups,
-                [False, True, False],
-            )[1]
+            if d > 1:
+                grad, x = _fold_residues(grad, d), _fold_residues(x, d)
+            if weight.shape[-1] == 5 and x.numel() >= WINDOWED_5X5_MIN_ELEMENTS:
+                grad_weight = _weight_grad_5x5(grad, x)
+            else:
+                grad_weight = _weight_grad(grad, x, weight.shape[-1], ctx.padding // d)
         return grad_input, grad_weight, None, None
+
+
+def _weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: int, padding: int) -> torch.Tensor:
+    """Torch's weight gradient of an undilated depthwise convolution at stride 1."""
+    channels = x.shape[1]
+    return torch.ops.aten.convolution_backward(
+        grad,
+        x,
+        x.new_empty(channels, 1, kernel, kernel),
+        None,
+        [1, 1],
+        [padding, padding],
+        [1, 1],
+        False,
+        [0, 0],
+        channels,
+        [False, True, False],
+    )[1]
+
+
+def _weight_grad_5x5(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Undilated 5 x 5 weight gradient (padding 2) as four 3 x 3 ones, which oneDNN runs directly.
+
+    With x padded by 2, the 3 x 3 gradient (padding 0) over the window of x that
+    starts a rows and b columns in gives taps a..a+2 and b..b+2 of the 5 x 5
+    kernel. Windows at a, b in {0, 2} cover all 25 taps; row and column 2 come
+    twice and are taken once.
+    """
+    h, w = x.shape[-2:]
+    padded = nn.functional.pad(x, (2, 2, 2, 2))
+    blocks = {}
+    for a in (0, 2):
+        for b in (0, 2):
+            window = padded[:, :, a : a + h + 2, b : b + w + 2]
+            blocks[a, b] = _weight_grad(
+                grad, window.contiguous(memory_format=torch.channels_last), 3, 0
+            )
+    top = torch.cat([blocks[0, 0], blocks[0, 2][..., 1:]], 3)
+    bottom = torch.cat([blocks[2, 0][..., 1:, :], blocks[2, 2][..., 1:, 1:]], 3)
+    return torch.cat([top, bottom], 2)
 
 
 def _fold_residues(t: torch.Tensor, d: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from bonsai import ops
 from bonsai.memory import saved_tensor_bytes
 from bonsai.ops import DepthwiseConv2d, ScaledBatchNorm2d, create_operation
 
@@ -34,6 +35,25 @@ def test_dilated_depthwise_matches_torch(
     grad = torch.randn(3, 5, height, width, dtype=torch.float64)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+
+    def reference(inputs: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(
+            inputs, module.weight, None, 1, module.padding, module.dilation, 5
+        )
+
+    ours = _gradients(module, x, module.weight, grad)
+    expected = _gradients(reference, x, module.weight, grad)
+    for got, want in zip(ours, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_windowed_5x5_matches_torch(monkeypatch: pytest.MonkeyPatch, dilation: int) -> None:
+    monkeypatch.setattr(ops, "WINDOWED_5X5_MIN_ELEMENTS", 0)
+    torch.manual_seed(0)
+    module = DepthwiseConv2d(5, 5, dilation).double()
+    x = torch.randn(3, 5, 7, 10, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(3, 5, 7, 10, dtype=torch.float64)
 
     def reference(inputs: torch.Tensor) -> torch.Tensor:
         return nn.functional.conv2d(
