@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from importlib.metadata import entry_points
@@ -389,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bonsai: interrupted after {time.monotonic() - started:.0f} s", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout closed it (`bonsai show ... | head`). Point stdout at
+        # /dev/null so that flushing it at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 2
 
 

@@ -68,6 +68,23 @@ def test_show_train_and_evaluate(
     assert line.endswith("%")
 
 
+def test_show_into_closed_pipe(tiny_search) -> None:
+    genotype = tiny_search.workdir / "genotype.json"
+    show = subprocess.Popen(
+        [sys.executable, "-m", "bonsai.cli", "show", str(genotype)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+    )
+    assert show.stdout is not None and show.stderr is not None
+    # Closed before the command prints anything (it imports torch first), as `| head`
+    # closes it after its first lines.
+    show.stdout.close()
+    error = show.stderr.read().decode()
+    assert show.wait(timeout=60) in (0, 141)
+    assert "Traceback" not in error
+
+
 def test_invalid_option_names_it(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert main(["search", "--preset", "tiny", "--epochs", "zero", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err
