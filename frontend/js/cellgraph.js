@@ -147,6 +147,9 @@ export function drawCell(cell, { onSelectEdge } = {}) {
         );
       }
       const gateOff = op.gate === 0;
+      // A wide transparent stroke under the drawn one, so that an edge of 1 to 3 px
+      // can be clicked without aiming at the pixel.
+      group.append(svg("path", { d, class: "edge-hit" }));
       group.append(
         svg(
           "path",

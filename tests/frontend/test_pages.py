@@ -166,8 +166,15 @@ def test_edge_details_show_weight_and_gate(
 ) -> None:
     open_finished_search(page, service, live_run)
     graph = api.get(f"/api/searches/{live_run.search_id}/graph").json()
-    cell = next(c for c in graph["cells"] if c["edges"])
-    edge = cell["edges"][0]
+    # An edge inside a motif, where there is one, because its halo is drawn on top of it.
+    in_motif = {
+        pruner for c in graph["cells"] for motif in c["motifs"] for pruner in motif["pruners"]
+    }
+    candidates = [(c, e) for c in graph["cells"] for e in c["edges"]]
+    cell, edge = next(
+        ((c, e) for c, e in candidates if any(op["pruner"] in in_motif for op in e["ops"])),
+        candidates[0],
+    )
     card = page.locator(f".cell-card[data-cell-index='{cell['index']}']")
     card.locator(f"[data-edge='{edge['source']}-{edge['target']}']").click()
     rows = page.locator("#edge-details tbody tr")
