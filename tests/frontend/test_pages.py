@@ -166,7 +166,8 @@ def test_edge_details_show_weight_and_gate(
 ) -> None:
     open_finished_search(page, service, live_run)
     graph = api.get(f"/api/searches/{live_run.search_id}/graph").json()
-    # An edge inside a motif, where there is one, because its halo is drawn on top of it.
+    # An edge inside a motif where there is one: its halo, wider than the edge, must not
+    # take the click.
     in_motif = {
         pruner for c in graph["cells"] for motif in c["motifs"] for pruner in motif["pruners"]
     }
