@@ -17,6 +17,21 @@ def _gradients(run, x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor):
     return (output, *torch.autograd.grad(output, (x, weight), grad))
 
 
+def _assert_matches_conv2d(module: DepthwiseConv2d, x: torch.Tensor) -> None:
+    """Check the module's output and gradients against `nn.functional.conv2d`'s."""
+    grad = torch.randn(x.shape, dtype=x.dtype)
+
+    def reference(inputs: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(
+            inputs, module.weight, None, 1, module.padding, module.dilation, x.shape[1]
+        )
+
+    ours = _gradients(module, x, module.weight, grad)
+    expected = _gradients(reference, x, module.weight, grad)
+    for got, want in zip(ours, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize(
     ("kernel", "dilation", "height", "width", "channels_last"),
     [
@@ -32,19 +47,9 @@ def test_dilated_depthwise_matches_torch(
     torch.manual_seed(0)
     module = DepthwiseConv2d(5, kernel, dilation).double()
     x = torch.randn(3, 5, height, width, dtype=torch.float64)
-    grad = torch.randn(3, 5, height, width, dtype=torch.float64)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-
-    def reference(inputs: torch.Tensor) -> torch.Tensor:
-        return nn.functional.conv2d(
-            inputs, module.weight, None, 1, module.padding, module.dilation, 5
-        )
-
-    ours = _gradients(module, x, module.weight, grad)
-    expected = _gradients(reference, x, module.weight, grad)
-    for got, want in zip(ours, expected, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    _assert_matches_conv2d(module, x)
 
 
 @pytest.mark.parametrize("dilation", [1, 2])
@@ -52,18 +57,8 @@ def test_windowed_5x5_matches_torch(monkeypatch: pytest.MonkeyPatch, dilation: i
     monkeypatch.setattr(ops, "WINDOWED_5X5_MIN_ELEMENTS", 0)
     torch.manual_seed(0)
     module = DepthwiseConv2d(5, 5, dilation).double()
-    x = torch.randn(3, 5, 7, 10, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    grad = torch.randn(3, 5, 7, 10, dtype=torch.float64)
-
-    def reference(inputs: torch.Tensor) -> torch.Tensor:
-        return nn.functional.conv2d(
-            inputs, module.weight, None, 1, module.padding, module.dilation, 5
-        )
-
-    ours = _gradients(module, x, module.weight, grad)
-    expected = _gradients(reference, x, module.weight, grad)
-    for got, want in zip(ours, expected, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    x = torch.randn(3, 5, 7, 10, dtype=torch.float64)
+    _assert_matches_conv2d(module, x.contiguous(memory_format=torch.channels_last))
 
 
 def test_dilated_depthwise_saves_what_conv2d_saves() -> None:
