@@ -39,6 +39,11 @@ __all__ = [
 WINDOWED_5X5_MIN_ELEMENTS = 2**17
 
 
+def _takes_windows(kernel: int, x: torch.Tensor) -> bool:
+    """Return whether the undilated weight gradient on x is taken by `_weight_grad_5x5`."""
+    return kernel == 5 and x.numel() >= WINDOWED_5X5_MIN_ELEMENTS
+
+
 class DepthwiseConv2d(nn.Conv2d):
     """Depthwise k x k convolution at stride 1 that keeps the height and width.
 
@@ -59,8 +64,7 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and (
-            self.dilation[0] > 1
-            or (self.kernel_size[0] == 5 and x.numel() >= WINDOWED_5X5_MIN_ELEMENTS)
+            self.dilation[0] > 1 or _takes_windows(self.kernel_size[0], x)
         ):
             return _DepthwiseFunction.apply(x, self.weight, self.padding[0], self.dilation[0])
         return super().forward(x)
@@ -114,7 +118,7 @@ class _DepthwiseFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             if d > 1:
                 grad, x = _fold_residues(grad, d), _fold_residues(x, d)
-            if weight.shape[-1] == 5 and x.numel() >= WINDOWED_5X5_MIN_ELEMENTS:
+            if _takes_windows(weight.shape[-1], x):
                 grad_weight = _weight_grad_5x5(grad, x)
             else:
                 grad_weight = _weight_grad(grad, x, weight.shape[-1], ctx.padding // d)
