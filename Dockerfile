@@ -8,6 +8,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     BONSAI_HOME=/var/lib/bonsai \
     BONSAI_DATA_DIR=/var/lib/bonsai/data
 
+# gcc builds the engine's C kernels on first use (bonsai/native.py); without it
+# the engine runs on torch's slower CPU kernels.
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN useradd --create-home --uid 1000 bonsai \
     && mkdir -p /var/lib/bonsai/data /var/lib/bonsai/artifacts \
     && chown -R bonsai:bonsai /var/lib/bonsai
