@@ -92,5 +92,9 @@ class EventEmitter:
             self.callback(event)
         return event
 
+    def flush(self) -> None:
+        """Write buffered lines (batch and snapshot events are not flushed one by one)."""
+        self._file.flush()
+
     def close(self) -> None:
         self._file.close()

@@ -538,6 +538,9 @@ class _Search:
             "next_seq": self.events.next_seq,
             "rng": _rng_state(),
         }
+        # Every event before the checkpoint reaches events.jsonl before state.pt does, so
+        # a worker that died before storing them can still store them from the log.
+        self.events.flush()
         atomic_save(state, self.workdir / "state.pt")
         self.emit("checkpoint_written", {"kind": "state", "file": "state.pt"}, next_epoch - 1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -161,6 +162,8 @@ class SearchJob:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.resume:
             self.resume = self._fetch_state()
+        if self.resume:
+            self._store_logged_events()
         config["data_dir"] = config.get("data_dir") or str(self.settings.resolved_data_dir)
         if reference_id is not None:
             config["reference"] = str(self._fetch_reference(reference_id))
@@ -178,6 +181,57 @@ class SearchJob:
             return False
         logger.info("Search %s resumes from the stored state.pt", self.search_id)
         return True
+
+    def _store_logged_events(self) -> None:
+        """Store the events of the local events.jsonl that follow the last stored one.
+
+        A worker that dies loses the events it had read from the search process
+        but not yet stored. The search process flushes events.jsonl before it
+        writes state.pt, so the log contains every event before the checkpoint
+        that the run resumes from. Logged events past the checkpoint are stored
+        too, and the resumed run's first flush supersedes them. Storing stops at
+        the first line that is cut short or out of sequence.
+        NOTE: a run resumed from the stored state.pt on another machine has no
+        local log. Events its first worker did not store before dying are missing there.
+        """
+        log = self.workdir / "events.jsonl"
+        if not log.is_file():
+            return
+        with self.db.read() as session:
+            last_seq = session.get_one(Search, self.search_id).last_seq
+        expected = -1 if last_seq is None else last_seq
+        events = []
+        with log.open(encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    event = json.loads(line)
+                    seq = int(event["seq"])
+                except (ValueError, KeyError, TypeError):
+                    break
+                if seq <= expected:
+                    continue
+                if seq != expected + 1:
+                    break
+                events.append(event)
+                expected = seq
+        if not events:
+            return
+
+        def store() -> None:
+            with self.db.write() as session:
+                search = session.get_one(Search, self.search_id)
+                store_events(session, search, self.attempt - 1, events)
+
+        retry_db(store, "storing logged events")
+        logger.info(
+            "Search %s: stored %d events (seq %d to %d) from %s that the previous attempt "
+            "had not stored",
+            self.search_id,
+            len(events),
+            events[0]["seq"],
+            events[-1]["seq"],
+            log,
+        )
 
     def _fetch_reference(self, reference_id: str) -> Path:
         directory = self.workdir / "reference"

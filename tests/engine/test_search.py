@@ -195,6 +195,33 @@ def test_resumed_search_matches_uninterrupted(tiny_search, tmp_path: Path) -> No
     assert resumed_events[0]["seq"] == state_seq
 
 
+def test_event_log_complete_at_each_state(
+    tiny_search, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """events.jsonl contains every event emitted so far whenever state.pt is written.
+
+    A worker killed before storing those events stores them from the log when
+    the search resumes from that state. A process killed right after the write
+    cannot be produced on cue, so the check runs inside the write instead.
+    """
+    events: list[dict] = []
+    logged_at_save: list[tuple[list[int], int]] = []
+    original_save = search_module.atomic_save
+
+    def save_after_checking(state, path: Path) -> None:
+        if path.name == "state.pt":
+            lines = (tmp_path / "events.jsonl").read_text(encoding="utf-8").splitlines()
+            logged_at_save.append(([json.loads(line)["seq"] for line in lines], len(events)))
+        original_save(state, path)
+
+    monkeypatch.setattr(search_module, "atomic_save", save_after_checking)
+    result = bonsai.run_search(tiny_search.config, events.append, workdir=tmp_path)
+    assert result.state == "succeeded"
+    assert logged_at_save
+    for logged, emitted in logged_at_save:
+        assert logged == list(range(emitted))
+
+
 def _structure(genotype: dict) -> list:
     return [
         (

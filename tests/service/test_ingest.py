@@ -1,18 +1,24 @@
-"""Storing engine events: derived rows, superseding after a resume, strict values."""
+"""Storing engine events: derived rows, superseding after a resume, a dead worker's log."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from backend import lifecycle
 from backend.db import Database
 from backend.ingest import finite, store_events, supersede_from
 from backend.migrate import upgrade
 from backend.models import Deadhead, EpochMetric, Event, PrunerSnapshot, Search, Section
+from backend.settings import Settings
+from backend.storage import create_store
+from worker.job import SearchJob
 
 
 @pytest.fixture
@@ -143,3 +149,58 @@ def test_resume_supersedes_later_events(db: Database) -> None:
 def test_finite_replaces_nan_and_infinity() -> None:
     value = finite({"a": float("nan"), "b": [1.0, float("-inf")], "c": (float("inf"),)})
     assert value == {"a": None, "b": [1.0, None], "c": [None]}
+
+
+def _resuming_job(db: Database, search_id: str, tmp_path: Path, log_lines: list[str]) -> SearchJob:
+    """Build a second attempt's job, whose work directory has a state.pt and `log_lines`."""
+    settings = Settings(home=tmp_path, database_url=db.url)
+    workdir = settings.resolved_work_dir / search_id
+    workdir.mkdir(parents=True)
+    (workdir / "state.pt").write_bytes(b"a checkpoint; prepare() only checks that it exists")
+    (workdir / "events.jsonl").write_text("".join(log_lines), encoding="utf-8")
+    store = create_store(str(tmp_path / "artifacts"))
+    claim = lifecycle.Claim(attempt=2, resume=True)
+    return SearchJob(settings, db, store, search_id, "test-owner", claim, {})
+
+
+def _lines(events: list[dict[str, Any]]) -> list[str]:
+    return [json.dumps(event) + "\n" for event in events]
+
+
+def test_resume_stores_events_a_dead_worker_lost(db: Database, tmp_path: Path) -> None:
+    """The first worker stored epoch 0 and died. Its search process had logged more.
+
+    The log ends in a line cut short, as a killed process leaves it.
+    """
+    search_id = add_search(db)
+    store(db, search_id, 1, epoch_events(0, 0))
+    logged = epoch_events(0, 0) + epoch_events(4, 1) + epoch_events(8, 2)[:2]
+    job = _resuming_job(db, search_id, tmp_path, [*_lines(logged), '{"seq": 10, "ty'])
+    job.prepare()
+    assert job.resume
+    assert current_seqs(db, Event, search_id) == list(range(10))
+    with db.read() as session:
+        attempts = session.scalars(
+            select(Event.attempt).where(Event.search_id == search_id, Event.seq >= 4)
+        ).all()
+    assert set(attempts) == {1}
+    # The resumed run starts again at its checkpoint, seq 8, and supersedes what follows.
+    job._write_events(epoch_events(8, 2))
+    assert current_seqs(db, Event, search_id) == list(range(12))
+    with db.read() as session:
+        search = session.get_one(Search, search_id)
+        resumed = session.scalars(
+            select(Event.attempt).where(
+                Event.search_id == search_id, Event.superseded.is_(False), Event.seq >= 8
+            )
+        ).all()
+    assert set(resumed) == {2}
+    assert search.last_seq == 11
+
+
+def test_resume_stops_storing_at_log_gap(db: Database, tmp_path: Path) -> None:
+    search_id = add_search(db)
+    store(db, search_id, 1, epoch_events(0, 0))
+    logged = epoch_events(0, 0) + epoch_events(4, 1)[:2] + epoch_events(8, 2)
+    _resuming_job(db, search_id, tmp_path, _lines(logged)).prepare()
+    assert current_seqs(db, Event, search_id) == list(range(6))
