@@ -144,13 +144,13 @@ class SearchCell(nn.Module):
         return sorted(used)
 
     def _rebuild_plan(self) -> None:
-        """Precompute the forward pass over live connections: (target, [(source, ops)])."""
+        """Precompute the forward pass over live connections (`build_plan`)."""
         index = {pruner_id: i for i, pruner_id in enumerate(self.pruner_ids)}
         self._pruner_index = index
         self._input1_plan = [
             (name, index[input1_pruner_id(self.index, name)]) for name in self.input1
         ]
-        self._plan, self._relu_sources = build_plan(self.nodes, self.edges, index, self.index)
+        self._plan = build_plan(self.nodes, self.edges, index, self.index)
 
     def _reaches_output(self, edges: dict[tuple[int, int], list[str]], input1: list[str]) -> bool:
         live = [edge for edge, ops in edges.items() if ops]
@@ -287,7 +287,7 @@ class SearchCell(nn.Module):
         if gates is None:
             gates = self.gates()
         drop = self.drop_path_probability if self.training else 0.0
-        return run_nodes(self._plan, self._relu_sources, self.convs, gates, input0, input1, drop)
+        return run_nodes(self._plan, self.convs, gates, input0, input1, drop)
 
     # -- description -------------------------------------------------------------------
 
@@ -313,40 +313,49 @@ class SearchCell(nn.Module):
         }
 
 
-Plan = list[tuple[int, list[tuple[int, list[tuple[str, int]]]]]]
+# Kinds of plan step: a convolution module, the source node itself (identity), or a
+# parameter-free function of it (pooling).
+CONV, IDENTITY, POOL = 0, 1, 2
+
+# (source, kind, name, gate index): `name` is the conv key of a convolution and the
+# operation's name otherwise.
+PlanStep = tuple[int, int, str, int]
+# (target, steps, released): `released` lists the nodes that no later target reads.
+PlanNode = tuple[int, list[PlanStep], list[int]]
+Plan = list[PlanNode]
 
 
 def build_plan(
     nodes: int, edges: dict[tuple[int, int], list[str]], pruner_index: dict[str, int], cell: int
-) -> tuple[Plan, set[int]]:
-    """Order the live edges for `run_nodes`: [(target, [(source, [(op, gate index)])])].
+) -> Plan:
+    """Order the live edges for `run_nodes`, one entry per target node with live inputs.
 
-    Also returns the source nodes read by a convolution, whose ReLU is computed once.
+    Every operation is resolved here (its kind, conv key and gate index), so
+    that `run_nodes` does no lookups by name.
     """
     plan: Plan = []
+    last_reader: dict[int, int] = {}
     for target in range(2, nodes + 2):
-        sources = []
+        steps: list[PlanStep] = []
         for source in range(target):
-            ops = edges.get((source, target))
-            if ops:
-                indexed = [
-                    (op, pruner_index[op_pruner_id(cell, source, target, op)]) for op in ops
-                ]
-                sources.append((source, indexed))
-        if sources:
-            plan.append((target, sources))
-    relu_sources = {
-        source
-        for _, sources in plan
-        for source, ops in sources
-        if any(OPERATIONS[op].parametric for op, _ in ops)
-    }
-    return plan, relu_sources
+            for op in edges.get((source, target)) or ():
+                k = pruner_index[op_pruner_id(cell, source, target, op)]
+                if OPERATIONS[op].parametric:
+                    steps.append((source, CONV, conv_key(source, target, op), k))
+                elif op == "identity":
+                    steps.append((source, IDENTITY, op, k))
+                else:
+                    steps.append((source, POOL, op, k))
+                last_reader[source] = target
+        if steps:
+            plan.append((target, steps, []))
+    for target, _, released in plan:
+        released.extend(source for source, last in last_reader.items() if last == target)
+    return plan
 
 
 def run_nodes(
     plan: Plan,
-    relu_sources: set[int],
     convs: nn.ModuleDict,
     gates: torch.Tensor | None,
     input0: torch.Tensor,
@@ -362,7 +371,9 @@ def run_nodes(
     or identity term is multiplied by its gate. `gates` None sums the
     operations unscaled, which equals gates of exactly 1 at less cost. With
     `drop` > 0, drop-path zeroes whole samples of each non-identity
-    operation's output.
+    operation's output. A node, its ReLU and its pooling are released once the
+    last node reading them is computed, so that the allocator can reuse their
+    memory for the next nodes (autograd keeps what backward needs).
     """
     factors = gates.unbind() if gates is not None else None
     states: dict[int, torch.Tensor] = {0: input0}
@@ -370,44 +381,50 @@ def run_nodes(
         states[1] = input1
     relu: dict[int, torch.Tensor] = {}
     pooled: dict[tuple[int, str], torch.Tensor] = {}
-    for target, sources_of_target in plan:
-        total: torch.Tensor | None = None
+    total: torch.Tensor | None = None
+    for target, steps, released in plan:
+        total = None
         owned = False  # whether `total` is a fresh tensor that may be added to in place
-        for source, ops in sources_of_target:
+        for source, kind, name, k in steps:
             x = states[source]
-            if source in relu_sources and source not in relu:
-                relu[source] = torch.relu(x)
-            for op, k in ops:
-                spec = OPERATIONS[op]
-                gate = None if factors is None else factors[k]
-                if spec.parametric:
-                    y = convs[conv_key(source, target, op)](relu[source], gate)
-                    gate = None
-                elif op == "identity":
-                    y = x
-                else:
-                    key = (source, op)
-                    if key not in pooled:
-                        assert spec.apply is not None
-                        pooled[key] = spec.apply(x)
-                    y = pooled[key]
-                if drop > 0 and op != "identity":
-                    y = drop_path(y, drop)
-                    fresh = True
-                else:
-                    fresh = spec.parametric
-                if total is None:
-                    total, owned = (y, fresh) if gate is None else (y * gate, True)
-                elif not owned:
-                    total = total + y if gate is None else torch.addcmul(total, y, gate)
-                    owned = True
-                elif gate is None:
-                    total = total.add_(y)
-                else:
-                    total = total.addcmul_(y, gate)
+            gate = None if factors is None else factors[k]
+            if kind == CONV:
+                if source not in relu:
+                    relu[source] = torch.relu(x)
+                y = convs[name](relu[source], gate)
+                gate = None
+                fresh = True
+            elif kind == IDENTITY:
+                y = x
+                fresh = False
+            else:
+                y = pooled.get((source, name))
+                if y is None:
+                    apply = OPERATIONS[name].apply
+                    assert apply is not None
+                    y = pooled[source, name] = apply(x)
+                fresh = False
+            if drop > 0 and kind != IDENTITY:
+                y = drop_path(y, drop)
+                fresh = True
+            if total is None:
+                total, owned = (y, fresh) if gate is None else (y * gate, True)
+            elif not owned:
+                total = total + y if gate is None else torch.addcmul(total, y, gate)
+                owned = True
+            elif gate is None:
+                total = total.add_(y)
+            else:
+                total = total.addcmul_(y, gate)
         assert total is not None
         states[target] = total
-    return states[plan[-1][0]]
+        for source in released:
+            del states[source]
+            relu.pop(source, None)
+            for key in [key for key in pooled if key[0] == source]:
+                del pooled[key]
+    assert total is not None
+    return total
 
 
 def reaches_output(edges: Iterable[tuple[int, int]], has_input1: bool, nodes: int) -> bool:

@@ -56,7 +56,7 @@ class DiscoveredCell(nn.Module):
         self._input1_plan = [
             (name, index[input1_pruner_id(self.index, name)]) for name in self.input1
         ]
-        self._plan, self._relu_sources = build_plan(self.nodes, edges, index, self.index)
+        self._plan = build_plan(self.nodes, edges, index, self.index)
         self.register_buffer("scales", torch.ones(len(pruner_ids)))
         # A freshly built model has unit scales and skips multiplying by them;
         # loading a state dict (a folded search network) rechecks.
@@ -71,7 +71,7 @@ class DiscoveredCell(nn.Module):
             input1 = term if input1 is None else input1 + term
         drop = self.drop_path_probability if self.training else 0.0
         x0 = self.adapter0(input0)
-        return run_nodes(self._plan, self._relu_sources, self.convs, scales, x0, input1, drop)
+        return run_nodes(self._plan, self.convs, scales, x0, input1, drop)
 
 
 def _check_unit_scales(cell: DiscoveredCell, incompatible_keys: object) -> None:
