@@ -123,6 +123,8 @@ def machine() -> dict[str, Any]:
 
     import torch
 
+    from bonsai import native
+
     cpu = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -137,6 +139,8 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
+        # Whether the CPU kernels of `bonsai.native` were built. They run only on one thread.
+        "c_kernels": native.available(),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -166,7 +170,8 @@ def run_bench(
         info = report["machine"]
         print(
             f"bonsai bench on {device}: {info['cpu']}, {info['nproc']} CPUs, "
-            f"torch {info['torch']} with {info['threads']} threads"
+            f"torch {info['torch']} with {info['threads']} threads, "
+            f"C kernels {'on' if info['c_kernels'] else 'off'}"
         )
     started = time.monotonic()
     naive = load_naive(naive_path) if 1 in targets else None

@@ -88,7 +88,7 @@ def test_run_bench_report_is_json(tmp_path: Path) -> None:
     sizes = [(4, 1, 2, 8, 4)]
     report = bench.run_bench(sizes, {2, 4}, CPU, tmp_path / "absent.py", repeats=1, warmup=0)
     assert {"date", "machine", "device", "repeats", "results", "seconds"} <= set(report)
-    assert {"nproc", "cpu", "torch", "threads"} <= set(report["machine"])
+    assert {"nproc", "cpu", "torch", "threads", "c_kernels"} <= set(report["machine"])
     assert [r["target"] for r in report["results"]] == [2, 2, 4, 4]
     json.dumps(report)
     for result in report["results"]:

@@ -1,6 +1,7 @@
 """The C kernels of `bonsai.native` against torch's own kernels, and the fallback without them."""
 
 import logging
+import os
 
 import pytest
 import torch
@@ -68,6 +69,15 @@ def test_depthwise_weight_grad_matches_torch(kernel: int, dilation: int, channel
         )  # fmt: skip
         assert got.shape == (channels, 1, kernel, kernel)
         torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_kernels_build_where_a_compiler_is_found() -> None:
+    """The other kernel tests skip without the library, so a broken build must fail here."""
+    if native._compiler() is None:
+        pytest.skip("no C compiler here")
+    if os.environ.get("BONSAI_NATIVE") is not None and not native._enabled():
+        pytest.skip("the kernels are disabled by BONSAI_NATIVE")
+    assert native.available()
 
 
 def test_depthwise_weight_grad_rejects_bad_input() -> None:
