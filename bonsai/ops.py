@@ -64,7 +64,9 @@ class DepthwiseConv2d(nn.Conv2d):
     """Depthwise k x k convolution at stride 1 that keeps the height and width.
 
     On the CPU a dilated one, or a large 5 x 5 one, runs through
-    `_DepthwiseFunction`, whose gradients take oneDNN's fast kernels.
+    `_DepthwiseFunction`, whose gradients take oneDNN's fast kernels. Without
+    autograd (inference) it runs as a plain convolution, because both compute
+    the same forward pass and the function only adds its call overhead.
     """
 
     def __init__(self, channels: int, kernel_size: int, dilation: int = 1) -> None:
@@ -80,10 +82,14 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel = self.kernel_size[0]
-        if x.device.type == "cpu" and (
-            self.dilation[0] > 1
-            or kernel == 5
-            and (_takes_windows(kernel, x) or _takes_native(kernel, x))
+        if (
+            x.device.type == "cpu"
+            and torch.is_grad_enabled()
+            and (
+                self.dilation[0] > 1
+                or kernel == 5
+                and (_takes_windows(kernel, x) or _takes_native(kernel, x))
+            )
         ):
             return _DepthwiseFunction.apply(x, self.weight, self.padding[0], self.dilation[0])
         return super().forward(x)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bonsai import bench
+from bonsai import _bench_timing, bench
 from bonsai._bench_targets import (
     BenchSize,
     load_naive,
@@ -135,3 +135,45 @@ def test_plugin_benchmarks_rows_and_failures(monkeypatch: pytest.MonkeyPatch) ->
     assert "no database" in results[0]["details"]["detail"]
     assert results[1]["status"] == "pass"
     assert results[1]["ratio"] == 12000.0
+
+
+class FakeClock:
+    """A `time.perf_counter` that only the steps advance."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def step(self, seconds: float, calls: list[str], name: str):
+        def run() -> None:
+            self.now += seconds
+            calls.append(name)
+
+        return run
+
+
+def test_time_in_turn_repeats_short_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(_bench_timing, "perf_counter", clock)
+    calls: list[str] = []
+    steps = {"fast": clock.step(0.01, calls, "fast"), "slow": clock.step(0.02, calls, "slow")}
+    times = _bench_timing.time_in_turn(steps, repeats=3, warmup=2, device=CPU, min_seconds=0.05)
+    # The first warmup round runs each step once. The fastest took 0.01 s, so the second
+    # warmup round and every timed round run each step 5 times.
+    assert calls.count("fast") == 1 + 5 + 3 * 5
+    assert calls.count("slow") == 1 + 5 + 3 * 5
+    assert calls[-10:] == ["fast"] * 5 + ["slow"] * 5
+    assert times["fast"] == pytest.approx([0.01] * 3)
+    assert times["slow"] == pytest.approx([0.02] * 3)
+
+
+def test_time_in_turn_runs_long_steps_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(_bench_timing, "perf_counter", clock)
+    calls: list[str] = []
+    steps = {"a": clock.step(0.2, calls, "a"), "b": clock.step(0.1, calls, "b")}
+    times = _bench_timing.time_in_turn(steps, repeats=2, warmup=1, device=CPU, min_seconds=0.05)
+    assert calls == ["a", "b"] * 3
+    assert times == {"a": pytest.approx([0.2, 0.2]), "b": pytest.approx([0.1, 0.1])}
