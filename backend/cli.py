@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
+from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
@@ -71,14 +74,32 @@ def serve(settings: Settings, host: str, port: int, embedded_worker: bool) -> in
         settings.broker_url.split("@")[-1],
         "embedded worker" if supervisor else "no embedded worker",
     )
+    # uvicorn handles SIGTERM while it serves, and after its shutdown it restores the
+    # previous handler and raises the signal again. With the default handler, that ended
+    # the process before the `finally` below, and the embedded worker outlived `serve`.
+    # Python sets signal handlers only on the main thread.
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         uvicorn.run(
             create_app(settings), host=host, port=port, log_level=settings.log_level.lower()
         )
+    except _Terminated:
+        logger.info("Stopped by SIGTERM")
     finally:
         if supervisor is not None:
             supervisor.stop()
+        if on_main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+class _Terminated(Exception):
+    """SIGTERM reached `serve`."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
