@@ -45,8 +45,25 @@ MAX_KERNEL = 7  # MAX_KERNEL of depthwise.c
 COMPILE_TIMEOUT_SECONDS = 120
 
 
+_ON = frozenset({"", "1", "true", "yes", "on"})
+_OFF = frozenset({"0", "false", "no", "off"})
+_warned_values: set[str] = set()
+
+
 def _enabled() -> bool:
-    return os.environ.get("BONSAI_NATIVE", "1").strip().lower() not in {"0", "false", "no", "off"}
+    """Read `BONSAI_NATIVE`. An unknown value keeps the kernels on, with one warning per value."""
+    value = os.environ.get("BONSAI_NATIVE", "1")
+    normalized = value.strip().lower()
+    if normalized in _OFF:
+        return False
+    if normalized not in _ON and value not in _warned_values:
+        _warned_values.add(value)
+        logger.warning(
+            "invalid BONSAI_NATIVE=%r, so the C kernels stay on. Use 0, false, no or off "
+            "to turn them off, or 1, true, yes or on.",
+            value,
+        )
+    return True
 
 
 def _compiler() -> str | None:

@@ -197,6 +197,27 @@ def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch, one_thread) ->
     assert module.weight.grad is not None
 
 
+def test_invalid_native_setting_warns_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("BONSAI_NATIVE", "of")
+    monkeypatch.setattr(native, "_warned_values", set())
+    with caplog.at_level(logging.WARNING, logger="bonsai.native"):
+        assert native._enabled()
+        assert native._enabled()
+    warnings = [r.getMessage() for r in caplog.records if "BONSAI_NATIVE" in r.getMessage()]
+    assert warnings == [
+        "invalid BONSAI_NATIVE='of', so the C kernels stay on. Use 0, false, no or off "
+        "to turn them off, or 1, true, yes or on."
+    ]
+
+
+@pytest.mark.parametrize("value", ["0", "false", "No", " OFF "])
+def test_native_setting_turns_kernels_off(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("BONSAI_NATIVE", value)
+    assert not native._enabled()
+
+
 def test_compiler_failure_falls_back_with_a_warning(
     monkeypatch: pytest.MonkeyPatch, fresh_library, caplog: pytest.LogCaptureFixture
 ) -> None:
