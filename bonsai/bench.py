@@ -117,8 +117,8 @@ def _command_bench(args: argparse.Namespace) -> int:
     return 1 if args.fail_on_miss and missed else 0
 
 
-def machine() -> dict[str, Any]:
-    """The machine and software the figures come from."""
+def machine(device: Any = None) -> dict[str, Any]:
+    """Describe the machine and software of the figures, training on `device` (default CPU)."""
     import os
 
     import torch
@@ -139,8 +139,8 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
-        # Whether the CPU kernels of `bonsai.native` were built. They run only on one thread.
-        "c_kernels": native.available(),
+        # Whether CPU training takes the kernels of `bonsai.native`: "on" or "off (reason)".
+        "c_kernels": native.state(device),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -161,7 +161,7 @@ def run_bench(
 
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine(device),
         "device": str(device),
         "repeats": repeats,
         "results": [],
@@ -170,8 +170,9 @@ def run_bench(
         info = report["machine"]
         print(
             f"bonsai bench on {device}: {info['cpu']}, {info['nproc']} CPUs, "
-            f"torch {info['torch']} with {info['threads']} threads, "
-            f"C kernels {'on' if info['c_kernels'] else 'off'}"
+            f"torch {info['torch']} with {info['threads']} "
+            f"thread{'' if info['threads'] == 1 else 's'}, "
+            f"C kernels {info['c_kernels']}"
         )
     started = time.monotonic()
     naive = load_naive(naive_path) if 1 in targets else None

@@ -115,7 +115,8 @@ def _print_event(event: dict[str, Any], bar: _ProgressBar | None) -> None:
     if kind == "search_started":
         targets = ", ".join("-" if t is None else f"{t:.3f}" for t in data["targets"])
         print(
-            f"searching on {data['dataset']['name']} ({data['device']}): budget "
+            f"searching on {data['dataset']['name']} ({data['device']}, C kernels "
+            f"{data.get('c_kernels', 'unknown')}): budget "
             f"{format_size(data['budget'])}, hyper-connected "
             f"{format_size(data['hyper_connected_memory'])}, "
             f"targets per section {targets}",

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sysconfig
@@ -35,6 +36,7 @@ __all__ = [
     "batch_norm_forward",
     "depthwise_weight_grad",
     "library_path",
+    "state",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,12 +68,23 @@ def _enabled() -> bool:
     return True
 
 
-def _compiler() -> str | None:
-    configured = os.environ.get("CC") or sysconfig.get_config_var("CC") or ""
-    for candidate in (*configured.split()[:1], "cc", "gcc", "clang"):
+def _compiler() -> list[str] | None:
+    """Return the C compiler command, or None when none is found.
+
+    `$CC`, with any flags it carries, is taken when set, and is not replaced by
+    another compiler when missing. Otherwise the first of Python's own build
+    compiler, cc, gcc and clang that is on PATH.
+    """
+    configured = os.environ.get("CC", "").strip()
+    if configured:
+        command = shlex.split(configured)
+        path = shutil.which(command[0])
+        return [path, *command[1:]] if path else None
+    built_with = (sysconfig.get_config_var("CC") or "").split()[:1]
+    for candidate in (*built_with, "cc", "gcc", "clang"):
         path = shutil.which(candidate)
         if path:
-            return path
+            return [path]
     return None
 
 
@@ -107,53 +120,102 @@ def _flags() -> list[str]:
     return flags
 
 
+def _checksum(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _is_intact(target: Path) -> bool:
+    """Return whether `target` is a cached library whose checksum file matches it.
+
+    A library cut short (a full disk, a copy stopped half way) can crash the
+    process with SIGBUS when it is loaded, so a cached file is loaded only when
+    it matches the checksum written after it was built.
+    """
+    checksum = target.with_name(target.name + ".sha256")
+    if not (target.is_file() and checksum.is_file()):
+        return False
+    if checksum.read_text().strip() == _checksum(target):
+        return True
+    logger.warning(
+        "the cached C kernels %s do not match their checksum, so they are rebuilt", target
+    )
+    return False
+
+
+def _build(compiler: list[str], flags: list[str], target: Path) -> None:
+    """Compile the sources into `target`, then write its checksum file.
+
+    Both files are written beside their final names and renamed, so that
+    processes building at the same time never load a half-written file.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        built = Path(scratch) / target.name
+        subprocess.run(
+            [*compiler, *flags, "-o", str(built), *map(str, SOURCES), "-lm"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=COMPILE_TIMEOUT_SECONDS,
+        )
+        checksum = Path(scratch) / (target.name + ".sha256")
+        checksum.write_text(_checksum(built) + "\n")
+        os.replace(built, target)
+        os.replace(checksum, target.with_name(checksum.name))
+
+
 def library_path() -> Path | None:
-    """Compile the kernels unless a build for this source, compiler and CPU is cached.
+    """Compile the kernels unless an intact build for this source, compiler and CPU is cached.
 
     Returns the library's path, or None (with a warning naming the reason) when
-    no compiler is found or compilation fails.
+    no compiler is found, compilation fails or the cache is not writable.
     """
     compiler = _compiler()
     if compiler is None:
-        logger.warning(
-            "no C compiler found (tried $CC, cc, gcc and clang), so torch's slower kernels "
-            "are used. Install gcc, or set BONSAI_NATIVE=0 to silence this."
-        )
+        configured = os.environ.get("CC", "").strip()
+        if configured:
+            logger.warning(
+                "the C compiler of CC=%r was not found, so torch's slower kernels are used. "
+                "Set CC to an installed compiler or unset it, or set BONSAI_NATIVE=0.",
+                configured,
+            )
+        else:
+            logger.warning(
+                "no C compiler found (tried $CC, cc, gcc and clang), so torch's slower "
+                "kernels are used. Install gcc, or set BONSAI_NATIVE=0 to silence this."
+            )
         return None
     flags = _flags()
     parts = [path.read_bytes() for path in SOURCES]
-    parts += [" ".join([compiler, *flags]).encode(), _cpu_description().encode()]
+    parts += [" ".join([*compiler, *flags]).encode(), _cpu_description().encode()]
     key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
-    target = _cache_dir() / f"kernels-{key}.so"
-    if target.is_file():
-        return target
+    cache_dir = _cache_dir()
+    target = cache_dir / f"kernels-{key}.so"
+    if cache_dir.exists() and not cache_dir.is_dir():
+        logger.warning(
+            "the kernel cache %s is not a directory, so torch's slower kernels are used. "
+            "Set BONSAI_KERNEL_CACHE to a writable directory, or BONSAI_NATIVE=0.",
+            cache_dir,
+        )
+        return None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Build beside the target and rename, so that processes compiling at the
-        # same time never load a half-written file.
-        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-            built = Path(scratch) / target.name
-            subprocess.run(
-                [compiler, *flags, "-o", str(built), *map(str, SOURCES), "-lm"],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=COMPILE_TIMEOUT_SECONDS,
-            )
-            os.replace(built, target)
+        if _is_intact(target):
+            return target
+        _build(compiler, flags, target)
     except subprocess.CalledProcessError as error:
         logger.warning(
-            "compiling %s failed, so torch's slower kernels are used "
-            "(set BONSAI_NATIVE=0 to silence this):\n%s",
-            " and ".join(map(str, SOURCES)),
-            error.stderr.strip(),
+            "compiling the C kernels with %s failed with exit status %d, so torch's slower "
+            "kernels are used (set BONSAI_NATIVE=0 to silence this). Compiler output:\n%s",
+            shlex.join(error.cmd),
+            error.returncode,
+            (error.stderr or "").strip() or "(none)",
         )
         return None
     except (OSError, subprocess.TimeoutExpired) as error:
         logger.warning(
-            "could not build the C kernels in %s (%s), so torch's slower kernels are used; "
-            "set BONSAI_KERNEL_CACHE to a writable directory, or BONSAI_NATIVE=0",
-            target.parent,
+            "could not build the C kernels in %s (%s), so torch's slower kernels are used. "
+            "Set BONSAI_KERNEL_CACHE to a writable directory, or BONSAI_NATIVE=0.",
+            cache_dir,
             error,
         )
         return None
@@ -168,7 +230,12 @@ def _library() -> ctypes.CDLL | None:
     try:
         library = ctypes.CDLL(str(path))
     except OSError as error:
-        logger.warning("could not load %s (%s); using torch's kernels", path, error)
+        logger.warning(
+            "could not load %s (%s), so torch's slower kernels are used. Delete the file "
+            "to rebuild it, or set BONSAI_NATIVE=0.",
+            path,
+            error,
+        )
         return None
     pointer, size, real = ctypes.c_void_p, ctypes.c_long, ctypes.c_float
     signatures = {
@@ -191,6 +258,23 @@ def _library() -> ctypes.CDLL | None:
 def available() -> bool:
     """Return whether the kernels are enabled and built. The first call may compile them."""
     return _enabled() and _library() is not None
+
+
+def state(device: torch.device | None = None) -> str:
+    """Describe whether training on `device` (default the CPU) takes the kernels now.
+
+    Returns "on", or "off (reason)".
+    """
+    if device is not None and device.type != "cpu":
+        return f"off (training on {device.type})"
+    if not _enabled():
+        return "off (BONSAI_NATIVE)"
+    threads = torch.get_num_threads()
+    if threads != 1:
+        return f"off (torch runs {threads} threads and the kernels run on 1)"
+    if _library() is None:
+        return "off (not built, see the warning above)"
+    return "on"
 
 
 def depthwise_weight_grad(

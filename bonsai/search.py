@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bonsai import native
 from bonsai.baselines import prepare_baseline
 from bonsai.config import ConfigError, SearchConfig
 from bonsai.data import DataSplits, batch_count, iterate_batches, load_dataset
@@ -625,6 +626,7 @@ class _Search:
                     "predicted_memory": self.plan.predicted,
                     "hyper_connected_memory": self.plan.hyper_connected,
                     "device": str(self.device),
+                    "c_kernels": native.state(self.device),
                     "dataset": {
                         "name": self.data.name,
                         "train_images": len(self.data.train.labels),

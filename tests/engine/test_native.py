@@ -2,6 +2,7 @@
 
 import logging
 import os
+import shutil
 
 import pytest
 import torch
@@ -225,17 +226,47 @@ def test_compiler_failure_falls_back_with_a_warning(
     monkeypatch.setenv("CC", "false")
     with caplog.at_level(logging.WARNING, logger="bonsai.native"):
         assert not native.available()
-    assert "compiling" in caplog.text and "BONSAI_NATIVE=0" in caplog.text
+    assert f"compiling the C kernels with {shutil.which('false')} -O3" in caplog.text
+    assert "failed with exit status 1" in caplog.text
+    assert "BONSAI_NATIVE=0" in caplog.text
     assert not any(fresh_library.glob("*.so"))
+
+
+def test_missing_cc_falls_back_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, fresh_library, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A `$CC` that names no program is reported, not replaced by another compiler."""
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    with caplog.at_level(logging.WARNING, logger="bonsai.native"):
+        assert not native.available()
+    assert "the C compiler of CC='/nonexistent/cc' was not found" in caplog.text
+    assert not fresh_library.exists()
+
+
+def test_cc_keeps_its_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", "sh -c 'exit 3'")
+    assert native._compiler() == [shutil.which("sh"), "-c", "exit 3"]
 
 
 def test_no_compiler_falls_back_with_a_warning(
     monkeypatch: pytest.MonkeyPatch, fresh_library, caplog: pytest.LogCaptureFixture
 ) -> None:
+    monkeypatch.delenv("CC", raising=False)
     monkeypatch.setattr(native, "_compiler", lambda: None)
     with caplog.at_level(logging.WARNING, logger="bonsai.native"):
         assert not native.available()
     assert "no C compiler found" in caplog.text and "Install gcc" in caplog.text
+
+
+def test_cache_file_falls_back_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, fresh_library, caplog: pytest.LogCaptureFixture
+) -> None:
+    fresh_library.parent.mkdir(parents=True, exist_ok=True)
+    fresh_library.write_text("not a directory")
+    with caplog.at_level(logging.WARNING, logger="bonsai.native"):
+        assert native.library_path() is None
+    assert f"the kernel cache {fresh_library} is not a directory" in caplog.text
+    assert "Set BONSAI_KERNEL_CACHE to a writable directory" in caplog.text
 
 
 @requires_kernels
@@ -245,4 +276,48 @@ def test_library_is_built_once_per_source(fresh_library) -> None:
     built = first.stat().st_mtime_ns
     assert native.library_path() == first
     assert first.stat().st_mtime_ns == built
-    assert [path.name for path in fresh_library.iterdir()] == [first.name]
+    names = sorted(path.name for path in fresh_library.iterdir())
+    assert names == [first.name, first.name + ".sha256"]
+
+
+@requires_kernels
+def test_damaged_library_is_rebuilt(fresh_library, caplog: pytest.LogCaptureFixture) -> None:
+    """A library cut short would crash the process with SIGBUS when loaded."""
+    path = native.library_path()
+    assert path is not None
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 3])
+    with caplog.at_level(logging.WARNING, logger="bonsai.native"):
+        assert native.library_path() == path
+    assert "do not match their checksum, so they are rebuilt" in caplog.text
+    assert path.stat().st_size == len(whole)
+    assert native.available()
+
+
+@requires_kernels
+def test_library_without_checksum_is_rebuilt(fresh_library) -> None:
+    path = native.library_path()
+    assert path is not None
+    checksum = path.with_name(path.name + ".sha256")
+    checksum.unlink()
+    assert native.library_path() == path
+    assert checksum.is_file()
+
+
+@pytest.mark.parametrize(
+    ("device", "threads", "expected"),
+    [
+        ("cuda", 1, "off (training on cuda)"),
+        ("cpu", 2, "off (torch runs 2 threads and the kernels run on 1)"),
+    ],
+)
+def test_state_names_why_kernels_are_off(
+    device: str, threads: int, expected: str, one_thread
+) -> None:
+    torch.set_num_threads(threads)
+    assert native.state(torch.device(device)) == expected
+
+
+def test_state_off_by_environment(monkeypatch: pytest.MonkeyPatch, one_thread) -> None:
+    monkeypatch.setenv("BONSAI_NATIVE", "0")
+    assert native.state() == "off (BONSAI_NATIVE)"

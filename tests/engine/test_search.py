@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import bonsai
+from bonsai import native
 from bonsai import search as search_module
 from bonsai.events import EVENT_TYPES
 from bonsai.search import _Search
@@ -56,6 +57,18 @@ def test_section_added_lists_every_pruner(tiny_search) -> None:
     edges = sum(target for target in range(2, nodes + 2))
     assert len([p for p in first["pruners"] if p["kind"] == "op"]) == edges * ops
     assert [p["source"] for p in first["pruners"] if p["kind"] == "input1"] == ["stem"]
+
+
+def test_started_event_states_c_kernels(tiny_search) -> None:
+    started = tiny_search.of_type("search_started")[0]["data"]
+    # A CPU search trains on one thread, where the kernels run whenever they are built.
+    if not native._enabled():
+        expected = "off (BONSAI_NATIVE)"
+    elif native.available():
+        expected = "on"
+    else:
+        expected = "off (not built, see the warning above)"
+    assert started["c_kernels"] == expected
 
 
 def test_growth_phases_have_targets_final_has_none(tiny_search) -> None:
