@@ -67,7 +67,19 @@ def validate_config(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
         value = result.get(name)
         if isinstance(value, int) and value > limit:
             raise InvalidConfig(name, f"{value} exceeds this server's limit of {limit}")
+    # With the filesystem broker every worker runs on this machine and reads the same data
+    # directory, so a data set missing here would fail the search as soon as it started.
+    # Workers on other machines (a network broker) may hold data sets this server lacks.
+    if settings.uses_filesystem_broker and not result.get("download"):
+        _check_dataset_present(result, settings)
     return result
+
+
+def _check_dataset_present(config: dict[str, Any], settings: Settings) -> None:
+    data_dir = config.get("data_dir") or str(settings.resolved_data_dir)
+    for entry in _bonsai().available_datasets(data_dir):
+        if entry["name"] == config.get("dataset") and not entry["available"]:
+            raise InvalidConfig("dataset", str(entry["message"]))
 
 
 def _allowed_data_dir(value: Any, settings: Settings) -> Path:

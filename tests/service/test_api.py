@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from backend.app import create_app
 from backend.auth import SESSION_COOKIE
 from backend.db import Database
+from backend.engine import validate_config
 from backend.ingest import store_events
 from backend.migrate import upgrade
 from backend.models import Artifact, ArtifactKind, Search, SearchState
@@ -140,6 +141,28 @@ def test_create_search_beyond_limit_rejected(client: TestClient) -> None:
 def test_create_search_not_an_object_rejected(client: TestClient) -> None:
     response = client.post("/api/searches", json=[1, 2])
     assert response.status_code == 422
+
+
+def test_create_search_missing_dataset_rejected(client: TestClient) -> None:
+    response = client.post("/api/searches", json={"preset": "tiny", "dataset": "mnist"})
+    assert response.status_code == 422
+    assert field_of(response) == "dataset"
+    message = response.json()["detail"][0]["msg"]
+    assert "mnist data set not found" in message
+    assert "download=True" in message
+
+
+def test_create_search_missing_dataset_with_download(client: TestClient) -> None:
+    body = {"preset": "tiny", "dataset": "mnist", "download": True}
+    response = client.post("/api/searches", json=body)
+    assert response.status_code == 201
+
+
+def test_validate_config_leaves_datasets_to_remote_workers(tmp_path: Path) -> None:
+    """With a network broker the workers may run elsewhere, with data sets this server lacks."""
+    settings = make_settings(tmp_path, broker_url="redis://127.0.0.1:6379/0")
+    config = validate_config({"preset": "tiny", "dataset": "mnist"}, settings)
+    assert config["dataset"] == "mnist"
 
 
 def test_create_search_data_dir_outside_roots(client: TestClient) -> None:
