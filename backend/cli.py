@@ -74,7 +74,7 @@ def serve(settings: Settings, host: str, port: int, embedded_worker: bool) -> in
         settings.broker_url.split("@")[-1],
         "embedded worker" if supervisor else "no embedded worker",
     )
-    # uvicorn handles SIGTERM while it serves, and after its shutdown it restores the
+    # uvicorn (0.55) handles SIGTERM while it serves, and after its shutdown it restores the
     # previous handler and raises the signal again. With the default handler, that ended
     # the process before the `finally` below, and the embedded worker outlived `serve`.
     # Python sets signal handlers only on the main thread.

@@ -34,7 +34,10 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         unit = f" [{spec['unit']}]" if spec["unit"] else ""
         default = spec["default"]
-        shown = ",".join(default) if isinstance(default, list) else default
+        if isinstance(default, list):
+            shown = ",".join(default)
+        else:
+            shown = "empty" if default in (None, "") else default
         help_text = f"{spec['help']}{unit} (preset default: {shown})"
         if spec["type"] == "bool":
             parser.add_argument(

@@ -237,7 +237,7 @@ class SearchConfig:
             raise ConfigError(
                 "epochs",
                 f"{self.epochs} epochs cannot grow {len(self.section_types)} sections; give at "
-                "least one epoch per section",
+                f"least {len(self.section_types)}, one epoch per section",
             )
         if not self.ops:
             raise ConfigError("ops", "at least one operation is needed")
@@ -490,11 +490,19 @@ _FIELD_DOCS: dict[str, tuple[str, str]] = {
     "drop_path": ("probability", "drop-path probability of non-identity operations"),
     "cutout": ("pixels", "side of the cutout square; 0 disables, empty uses the data set's"),
     "aux_weight": ("factor", "loss weight of each auxiliary tower"),
-    "gate_init": ("weight", "initial pruner weight w; the gate is on while w > 0"),
-    "gate_lr": ("per step", "SGD learning rate of the pruner weights"),
-    "deadhead_window": ("epochs", "how long a gate must stay off before its pruner is removed"),
+    "gate_init": ("weight", "initial pruner weight w; the gate is on while w > 0; empty is 0.05"),
+    "gate_lr": ("per step", "SGD learning rate of the pruner weights; empty is 0.1"),
+    "deadhead_window": (
+        "epochs",
+        "how long a gate must stay off before its pruner is removed; "
+        "empty is 4/600 of the epochs, at least 0.2",
+    ),
     "lambda_init": ("factor", "compression-loss weight at the start of each prune cycle"),
-    "lambda_period": ("epochs", "epochs between doublings of lambda while the target is unmet"),
+    "lambda_period": (
+        "epochs",
+        "epochs between doublings of lambda while the target is unmet; "
+        "empty is 16/600 of the epochs, at least 0.1",
+    ),
     "growth_fraction": ("fraction", "share of the epochs that growth phases may use in all"),
     "pruner_m": ("factor", "M of the saw wave S(w) = (Mw - floor(Mw)) / M"),
     "snapshot_every": ("batches", "batches between pruner snapshots; 0 is once per epoch"),

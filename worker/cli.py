@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 
 from pydantic import ValidationError
@@ -58,7 +59,10 @@ def run_worker(settings: Settings, gpu: int | None = None, name: str | None = No
     app = create_celery(settings)
     register_tasks(app, settings, child_env)
     node = name or (f"bonsai-gpu{gpu}@%h" if gpu is not None else "bonsai@%h")
-    logger.info("Worker %s starting on queue %s", node, settings.queue)
+    # Celery expands %h to the host name in --hostname; the log shows the expanded name.
+    logger.info(
+        "Worker %s starting on queue %s", node.replace("%h", socket.gethostname()), settings.queue
+    )
     app.worker_main(
         argv=[
             "worker",
