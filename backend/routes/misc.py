@@ -43,8 +43,10 @@ def list_config_fields() -> list[dict[str, Any]]:
 @router.post("/estimate")
 async def estimate(services: ServicesDep, body: ConfigBody) -> dict[str, Any]:
     """Predict each section's training memory against the budget, without training."""
+    # Validation looks for the data set's files (and imports its loader on first use), so
+    # it runs in the thread pool like the estimate, off the event loop of the live streams.
     try:
-        config = engine.validate_config(body, services.settings)
+        config = await run_in_threadpool(engine.validate_config, body, services.settings)
     except engine.InvalidConfig as error:
         raise invalid(error) from error
     return await run_in_threadpool(engine.estimate_memory, config)

@@ -191,6 +191,12 @@ def test_estimate_invalid_config_names_field(client: TestClient) -> None:
     assert field_of(response) == "nodes"
 
 
+def test_estimate_missing_dataset_rejected(client: TestClient) -> None:
+    response = client.post("/api/estimate", json={"preset": "tiny", "dataset": "svhn"})
+    assert response.status_code == 422
+    assert field_of(response) == "dataset"
+
+
 # Unknown ids and path tricks.
 
 UNKNOWN_PATHS = [
