@@ -35,10 +35,10 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         unit = f" [{spec['unit']}]" if spec["unit"] else ""
         default = spec["default"]
         if isinstance(default, list):
-            shown = ",".join(default)
+            default_text = ",".join(default)
         else:
-            shown = "empty" if default in (None, "") else default
-        help_text = f"{spec['help']}{unit} (preset default: {shown})"
+            default_text = "empty" if default in (None, "") else default
+        help_text = f"{spec['help']}{unit} (preset default: {default_text})"
         if spec["type"] == "bool":
             parser.add_argument(
                 flag,

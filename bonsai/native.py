@@ -31,6 +31,7 @@ from torch import nn
 
 __all__ = [
     "MAX_KERNEL",
+    "active",
     "available",
     "batch_norm_backward",
     "batch_norm_forward",
@@ -181,8 +182,9 @@ def library_path() -> Path | None:
             )
         else:
             logger.warning(
-                "no C compiler found (tried $CC, cc, gcc and clang), so torch's slower "
-                "kernels are used. Install gcc, or set BONSAI_NATIVE=0 to silence this."
+                "no C compiler found (tried Python's build compiler, cc, gcc and clang), "
+                "so torch's slower kernels are used. Install gcc, or set BONSAI_NATIVE=0 "
+                "to silence this."
             )
         return None
     flags = _flags()
@@ -260,6 +262,15 @@ def available() -> bool:
     return _enabled() and _library() is not None
 
 
+def active() -> bool:
+    """Return whether CPU training takes the kernels now: enabled, built, and torch on 1 thread.
+
+    The kernels run on one thread, so with more torch threads oneDNN, which uses
+    them all, runs instead.
+    """
+    return torch.get_num_threads() == 1 and available()
+
+
 def state(device: torch.device | None = None) -> str:
     """Describe whether training on `device` (default the CPU) takes the kernels now.
 
@@ -320,7 +331,7 @@ def depthwise_weight_grad(
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
-    """A channels-last (N, C, H, W) tensor, copied only when it is not laid out so."""
+    """Return `t` as a channels-last (N, C, H, W) tensor, copied only when it is not one."""
     return t.contiguous(memory_format=torch.channels_last)
 
 

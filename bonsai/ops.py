@@ -47,17 +47,8 @@ def _takes_windows(kernel: int, x: torch.Tensor) -> bool:
 
 
 def _takes_native(kernel: int, x: torch.Tensor) -> bool:
-    """Return whether the weight gradient on x is taken by the C kernel of `bonsai.native`.
-
-    The kernel runs on one thread, so it is used only when torch runs on one as
-    well, the default of CPU searches. With more threads, oneDNN uses them all.
-    """
-    return (
-        x.dtype == torch.float32
-        and kernel <= native.MAX_KERNEL
-        and torch.get_num_threads() == 1
-        and native.available()
-    )
+    """Return whether the weight gradient on x is taken by the C kernel of `bonsai.native`."""
+    return x.dtype == torch.float32 and kernel <= native.MAX_KERNEL and native.active()
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -276,8 +267,7 @@ class ScaledBatchNorm2d(nn.BatchNorm2d):
             and self.momentum is not None
             and self.running_mean is not None
             and self.running_mean.dtype == torch.float32
-            and torch.get_num_threads() == 1
-            and native.available()
+            and native.active()
         )
 
 

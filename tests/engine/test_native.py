@@ -255,7 +255,8 @@ def test_no_compiler_falls_back_with_a_warning(
     monkeypatch.setattr(native, "_compiler", lambda: None)
     with caplog.at_level(logging.WARNING, logger="bonsai.native"):
         assert not native.available()
-    assert "no C compiler found" in caplog.text and "Install gcc" in caplog.text
+    assert "no C compiler found" in caplog.text
+    assert "Install gcc" in caplog.text
 
 
 def test_cache_file_falls_back_with_a_warning(
